@@ -1,0 +1,1072 @@
+/* s3chunk: the write-back chunk cache.
+ *
+ * One mutex (c->lock) protects every field below; it is never held across
+ * a store request (rule 3 of ARCHITECTURE.md).  Memory copies of chunk data
+ * happen under it; they are short next to a network round trip.
+ *
+ * Entry states.  An entry describes one chunk that is in memory or being
+ * moved; a chunk with no entry is whatever the store holds (zeroes when the
+ * allocation map says it has no object).
+ *
+ *   LOADING    !valid, loading.  One thread fetches the object; everyone
+ *              else who needs the chunk pins the entry and waits on
+ *              c->cond.  If the fetch fails, load_err is set and the
+ *              waiters return it; the next access starts a new fetch.
+ *   CLEAN      valid, version == persisted, !uploading.  On the LRU list;
+ *              the only state that may be evicted (and only with pins 0).
+ *   DIRTY      valid, version > persisted, !uploading.  On the dirty list,
+ *              waiting for a worker.
+ *   UPLOADING  valid, version > persisted, uploading.  Still on the dirty
+ *              list.  The worker copied the data (or noted "zero") under
+ *              the lock and stores that copy; writes keep landing in
+ *              e->data and bump e->version, so after the upload the entry
+ *              is CLEAN only if nothing was written meanwhile.
+ *
+ *   "valid" content is e->data (chunk_size bytes) or, when e->zero is set,
+ *   all zeroes with e->data == NULL.  A CLEAN zero entry has no reason to
+ *   stay (the map says there is no object) and is dropped.
+ *
+ * Versions (the flush barrier, rule 1).  Every write, zero or trim of a
+ * chunk bumps e->version; an upload carries the version it copied and, on
+ * success, raises e->persisted to it.  A flush records (entry, version) for
+ * every entry with version > persisted, pins them, and waits until each has
+ * persisted >= the recorded version.  An upload already in flight when the
+ * flush began counts only if it carried that version.  An upload of the
+ * entry that fails after the flush began makes the flush return -EIO; the
+ * entry stays DIRTY and is retried with backoff.
+ *
+ * At most one upload of a chunk is in flight (rule 2): a worker only picks
+ * an entry that is not uploading.
+ *
+ * Memory.  c->mem counts chunk buffers (entries' data and buffers being
+ * loaded).  A thread that needs a new buffer evicts CLEAN entries or waits
+ * until uploads make some CLEAN: writers wait instead of growing memory.
+ * Workers own one private copy buffer and one encode buffer each.
+ *
+ * Failed state (rule 6).  cache_fail makes every later write, zero and
+ * flush fail and stops workers from starting uploads; reads still work.
+ */
+#include <config.h>
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include "cache.h"
+#include "cleanup.h"
+#include "log.h"
+
+/* Most keys DeleteObjects takes in one request. */
+#define DELETE_BATCH 1000
+
+/* Backoff between retries of a failed upload, seconds. */
+#define RETRY_MIN 0.5
+#define RETRY_MAX 30.0
+
+/* cache_close retries the final flush this many times. */
+#define CLOSE_FLUSH_TRIES 3
+
+struct entry {
+  uint64_t idx;
+  uint8_t *data;                /* chunk_size bytes, or NULL */
+  bool valid, zero, loading, uploading, urgent;
+  bool on_lru, on_dirty;
+  int load_err;
+  unsigned pins;
+  unsigned fails;               /* failed uploads since the last success */
+  uint64_t fail_gen;            /* bumped on every failed upload */
+  uint64_t version, persisted;
+  double dirty_since, retry_at;
+  struct entry *hnext;
+  TAILQ_ENTRY (entry) lru;
+  TAILQ_ENTRY (entry) dirty;
+};
+
+TAILQ_HEAD (entry_list, entry);
+
+struct worker {
+  struct cache *c;
+  pthread_t thread;
+  bool started;
+  uint8_t *copy;                /* private snapshot of the chunk */
+  struct cs_buf enc;            /* encoded object */
+  struct codec_ctx *ctx;
+};
+
+struct cache {
+  struct cs_volume *v;
+  struct cache_params p;
+  uint32_t chunk_size;
+
+  pthread_mutex_t lock;
+  pthread_cond_t cond;          /* any entry changed state */
+  pthread_cond_t work;          /* workers: something may be ready */
+
+  struct entry **table;
+  size_t buckets, nentries;
+  struct entry_list lru_list, dirty_list;
+  uint64_t mem, limit, dirty_bytes;
+  unsigned flushers;            /* flushes waiting: upload without delay */
+  unsigned mem_waiters;         /* threads waiting for a buffer */
+  bool stop, failed;
+
+  struct worker *workers;
+  unsigned nworkers;
+
+  pthread_key_t tls;            /* per-thread codec context + scratch */
+  struct cache_stats st;
+};
+
+struct tls {
+  struct codec_ctx *ctx;
+  struct cs_buf scratch;
+};
+
+static double
+now (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+tls_free (void *p)
+{
+  struct tls *t = p;
+
+  codec_ctx_free (t->ctx);
+  cs_buf_free (&t->scratch);
+  free (t);
+}
+
+static struct tls *
+get_tls (struct cache *c)
+{
+  struct tls *t = pthread_getspecific (c->tls);
+
+  if (t == NULL) {
+    t = calloc (1, sizeof *t);
+    if (t == NULL || (t->ctx = codec_ctx_new ()) == NULL) {
+      free (t);
+      return NULL;
+    }
+    pthread_setspecific (c->tls, t);
+  }
+  return t;
+}
+
+/* --------------------------------------------------------------- checks */
+
+#ifdef CACHE_DEBUG_CHECKS
+static void
+check_invariants (struct cache *c)
+{
+  uint64_t mem = 0, dirty = 0;
+  size_t n = 0, i;
+  struct entry *e;
+
+  for (i = 0; i < c->buckets; ++i)
+    for (e = c->table[i]; e; e = e->hnext) {
+      n++;
+      if (e->data)
+        mem += c->chunk_size;
+      assert (!(e->zero && e->data));
+      assert (!e->loading || !e->valid);
+      assert (!e->uploading || e->version > e->persisted);
+      assert (e->on_dirty == (e->version > e->persisted));
+      assert (!e->on_dirty || e->valid);
+      assert (e->on_lru == (e->valid && !e->on_dirty && !e->uploading));
+      if (e->on_dirty && e->data)
+        dirty += c->chunk_size;
+    }
+  assert (n == c->nentries);
+  assert (mem <= c->mem);       /* c->mem also counts buffers being loaded */
+  assert (dirty == c->dirty_bytes);
+}
+#define CHECK(c) check_invariants (c)
+#else
+#define CHECK(c) do { } while (0)
+#endif
+
+/* ---------------------------------------------------------------- table */
+
+static size_t
+hash (struct cache *c, uint64_t idx)
+{
+  return (idx * UINT64_C (0x9E3779B97F4A7C15)) >> 20 & (c->buckets - 1);
+}
+
+static struct entry *
+lookup (struct cache *c, uint64_t idx)
+{
+  struct entry *e;
+
+  for (e = c->table[hash (c, idx)]; e; e = e->hnext)
+    if (e->idx == idx)
+      return e;
+  return NULL;
+}
+
+static void
+table_grow (struct cache *c)
+{
+  size_t nb = c->buckets * 2, i;
+  struct entry **t = calloc (nb, sizeof *t), *e, *next;
+
+  if (t == NULL)
+    return;                     /* longer chains: slower, still correct */
+  for (i = 0; i < c->buckets; ++i)
+    for (e = c->table[i]; e; e = next) {
+      next = e->hnext;
+      size_t h = (e->idx * UINT64_C (0x9E3779B97F4A7C15)) >> 20 & (nb - 1);
+      e->hnext = t[h];
+      t[h] = e;
+    }
+  free (c->table);
+  c->table = t;
+  c->buckets = nb;
+}
+
+static struct entry *
+entry_new (struct cache *c, uint64_t idx)
+{
+  struct entry *e = calloc (1, sizeof *e);
+  size_t h;
+
+  if (e == NULL)
+    return NULL;
+  if (c->nentries >= c->buckets)
+    table_grow (c);
+  e->idx = idx;
+  h = hash (c, idx);
+  e->hnext = c->table[h];
+  c->table[h] = e;
+  c->nentries++;
+  return e;
+}
+
+static void
+entry_free (struct cache *c, struct entry *e)
+{
+  struct entry **pp;
+
+  assert (e->pins == 0 && !e->loading && !e->uploading && !e->on_dirty);
+  for (pp = &c->table[hash (c, e->idx)]; *pp != e; pp = &(*pp)->hnext)
+    ;
+  *pp = e->hnext;
+  c->nentries--;
+  if (e->on_lru)
+    TAILQ_REMOVE (&c->lru_list, e, lru);
+  if (e->data) {
+    free (e->data);
+    c->mem -= c->chunk_size;
+  }
+  free (e);
+}
+
+/* Drop a pin; an entry nobody needs that holds nothing is freed. */
+static void
+unpin (struct cache *c, struct entry *e)
+{
+  assert (e->pins > 0);
+  e->pins--;
+  if (e->pins == 0 && !e->loading && !e->uploading && !e->on_dirty &&
+      (!e->valid || (e->zero && !e->data)))
+    entry_free (c, e);
+}
+
+/* ---------------------------------------------------------- state moves */
+
+/* After any change to e: put it on the right list. */
+static void
+settle (struct cache *c, struct entry *e)
+{
+  bool dirty = e->version > e->persisted;
+  bool lru = e->valid && !dirty && !e->uploading;
+
+  if (dirty && !e->on_dirty) {
+    TAILQ_INSERT_TAIL (&c->dirty_list, e, dirty);
+    e->on_dirty = true;
+    e->dirty_since = now ();
+    if (e->data)
+      c->dirty_bytes += c->chunk_size;
+  }
+  else if (!dirty && e->on_dirty) {
+    TAILQ_REMOVE (&c->dirty_list, e, dirty);
+    e->on_dirty = false;
+    e->urgent = false;
+    if (e->data)
+      c->dirty_bytes -= c->chunk_size;
+  }
+  if (lru && !e->on_lru) {
+    TAILQ_INSERT_TAIL (&c->lru_list, e, lru);
+    e->on_lru = true;
+  }
+  else if (!lru && e->on_lru) {
+    TAILQ_REMOVE (&c->lru_list, e, lru);
+    e->on_lru = false;
+  }
+}
+
+/* Set or clear e->data, keeping dirty_bytes in step. */
+static void
+set_data (struct cache *c, struct entry *e, uint8_t *data)
+{
+  if (e->on_dirty && data && !e->data)
+    c->dirty_bytes += c->chunk_size;
+  else if (e->on_dirty && !data && e->data)
+    c->dirty_bytes -= c->chunk_size;
+  if (e->data && e->data != data) {
+    free (e->data);
+    c->mem -= c->chunk_size;
+  }
+  e->data = data;
+}
+
+/* A write, zero or trim changed e: bump its version and queue it. */
+static void
+mark_dirty (struct cache *c, struct entry *e, bool urgent)
+{
+  e->version++;
+  settle (c, e);
+  if (urgent)
+    e->urgent = true;
+  pthread_cond_signal (&c->work);
+}
+
+/* Get a zeroed chunk buffer, counted in c->mem.  Evicts CLEAN entries; if
+ * none can go, waits for uploads (back-pressure).  May drop the lock: when
+ * *waited is set on return the caller must look its entry up again.
+ */
+static int
+alloc_buffer (struct cache *c, uint8_t **out, bool *waited)
+{
+  double t0 = 0;
+
+  *waited = false;
+  while (c->mem + c->chunk_size > c->limit) {
+    struct entry *e;
+
+    TAILQ_FOREACH (e, &c->lru_list, lru)
+      if (e->pins == 0)
+        break;
+    if (e) {
+      entry_free (c, e);
+      continue;
+    }
+    if (c->failed)
+      return -EIO;
+    if (!*waited) {
+      t0 = now ();
+      *waited = true;
+    }
+    c->mem_waiters++;
+    pthread_cond_broadcast (&c->work);
+    pthread_cond_wait (&c->cond, &c->lock);
+    c->mem_waiters--;
+  }
+  if (*waited)
+    c->st.pressure_wait += now () - t0;
+  *out = calloc (1, c->chunk_size);
+  if (*out == NULL)
+    return -ENOMEM;
+  c->mem += c->chunk_size;
+  return 0;
+}
+
+static void
+free_buffer (struct cache *c, uint8_t *buf)
+{
+  if (buf) {
+    free (buf);
+    c->mem -= c->chunk_size;
+  }
+}
+
+/* Bytes of chunk idx that are inside the volume. */
+static uint32_t
+chunk_bytes (struct cache *c, uint64_t idx)
+{
+  uint64_t start = idx << c->v->chunk_shift;
+
+  if (c->v->size - start < c->chunk_size)
+    return c->v->size - start;
+  return c->chunk_size;
+}
+
+/* Fetch chunk e (LOADING, pinned by us) from the store.  Called with the
+ * lock held; drops it for the request.  buf is a counted buffer.
+ */
+static int
+load (struct cache *c, struct entry *e, uint8_t *buf)
+{
+  struct tls *t;
+  int r;
+
+  e->loading = true;
+  e->load_err = 0;
+  pthread_mutex_unlock (&c->lock);
+  t = get_tls (c);
+  r = t ? cs_chunk_read (c->v, t->ctx, e->idx, buf, &t->scratch) : -ENOMEM;
+  pthread_mutex_lock (&c->lock);
+  e->loading = false;
+  c->st.loads++;
+  if (r == 0) {
+    e->valid = true;
+    if (cs_is_zero (buf, c->chunk_size)) {
+      e->zero = true;
+      free_buffer (c, buf);
+    }
+    else
+      set_data (c, e, buf);
+    settle (c, e);
+  }
+  else {
+    e->load_err = r;
+    free_buffer (c, buf);
+  }
+  pthread_cond_broadcast (&c->cond);
+  return r;
+}
+
+/* Make chunk idx present and valid in the cache, for a read or a write of
+ * [off, off+len) of it.  need_data: the caller will modify bytes, so a zero
+ * entry gets a buffer.  On success returns the entry pinned.  *entry is NULL
+ * (and 0 returned) only for a read of a chunk the map says has no object.
+ */
+static int
+get_entry (struct cache *c, uint64_t idx, bool for_write, bool need_data,
+           bool whole, struct entry **entry)
+{
+  uint8_t *buf = NULL;
+  struct entry *e;
+  bool waited;
+  int r;
+
+ again:
+  e = lookup (c, idx);
+  if (e && e->loading) {
+    e->pins++;
+    while (e->loading)
+      pthread_cond_wait (&c->cond, &c->lock);
+    r = e->valid ? 0 : e->load_err;
+    unpin (c, e);
+    if (r < 0) {
+      free_buffer (c, buf);
+      return r;
+    }
+    goto again;
+  }
+  if (e && e->valid && !(need_data && e->zero)) {
+    free_buffer (c, buf);
+    if (!for_write) {
+      c->st.hits++;
+      if (e->on_lru) {              /* most recently used goes last */
+        TAILQ_REMOVE (&c->lru_list, e, lru);
+        TAILQ_INSERT_TAIL (&c->lru_list, e, lru);
+      }
+    }
+    e->pins++;
+    *entry = e;
+    return 0;
+  }
+  if (!for_write && !e && !cs_map_test (c->v, idx)) {
+    c->st.zero_reads++;
+    free_buffer (c, buf);
+    *entry = NULL;
+    return 0;
+  }
+
+  /* From here we need a buffer: the chunk's content, or space to load it. */
+  if (buf == NULL) {
+    r = alloc_buffer (c, &buf, &waited);
+    if (r < 0)
+      return r;
+    if (waited)
+      goto again;
+  }
+  if (e == NULL) {
+    e = entry_new (c, idx);
+    if (e == NULL) {
+      free_buffer (c, buf);
+      return -ENOMEM;
+    }
+  }
+  e->pins++;
+  if (e->valid) {                       /* a zero entry about to be written */
+    assert (e->zero && need_data);
+    e->zero = false;
+    set_data (c, e, buf);
+  }
+  else if (whole || !cs_map_test (c->v, idx)) {
+    /* Overwritten entirely, or never stored: no need to read it. */
+    e->valid = true;
+    set_data (c, e, buf);
+    settle (c, e);
+  }
+  else {
+    if (!for_write)
+      c->st.misses++;
+    r = load (c, e, buf);
+    if (r < 0) {
+      unpin (c, e);
+      return r;
+    }
+    if (need_data && e->zero) {
+      unpin (c, e);
+      buf = NULL;
+      goto again;
+    }
+  }
+  *entry = e;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- waits */
+
+struct target {
+  struct entry *e;
+  uint64_t version, fail_gen;
+};
+
+/* Wait until every target is persisted at its version.  Called and
+ * returns with the lock held; unpins the targets.
+ */
+static int
+wait_targets (struct cache *c, struct target *t, size_t n)
+{
+  size_t i, done;
+  int r = 0;
+
+  if (n == 0)
+    return 0;
+  c->flushers++;
+  pthread_cond_broadcast (&c->work);
+  for (;;) {
+    done = 0;
+    for (i = 0; i < n; ++i) {
+      if (t[i].e->persisted >= t[i].version)
+        done++;
+      else if (t[i].e->fail_gen != t[i].fail_gen)
+        r = -EIO;
+    }
+    if (done == n || r < 0)
+      break;
+    if (c->failed) {
+      r = -EIO;
+      break;
+    }
+    pthread_cond_wait (&c->cond, &c->lock);
+  }
+  c->flushers--;
+  for (i = 0; i < n; ++i)
+    unpin (c, t[i].e);
+  return r;
+}
+
+static void
+add_target (struct entry *e, struct target *t, size_t *n)
+{
+  e->pins++;
+  e->urgent = true;
+  e->retry_at = 0;                    /* a flush retries failures at once */
+  t[*n].e = e;
+  t[*n].version = e->version;
+  t[*n].fail_gen = e->fail_gen;
+  (*n)++;
+}
+
+int
+cache_flush (struct cache *c)
+{
+  CLEANUP_FREE struct target *t = NULL;
+  struct entry *e;
+  size_t n = 0, max;
+  int r;
+
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
+  c->st.flushes++;
+  if (c->failed)
+    return -EIO;
+  max = 0;
+  TAILQ_FOREACH (e, &c->dirty_list, dirty)
+    max++;
+  if (max == 0)
+    return 0;
+  t = malloc (max * sizeof *t);
+  if (t == NULL)
+    return -ENOMEM;
+  TAILQ_FOREACH (e, &c->dirty_list, dirty)
+    add_target (e, t, &n);
+  r = wait_targets (c, t, n);
+  if (r < 0 && !c->failed)
+    cs_error ("flush: %zu dirty chunk(s) could not be written to the store "
+              "(see the errors above); they stay in memory and are retried",
+              n);
+  return r;
+}
+
+/* ------------------------------------------------------------ client I/O */
+
+int
+cache_pread (struct cache *c, void *buf, uint32_t count, uint64_t offset)
+{
+  uint8_t *out = buf;
+  int r = 0;
+
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
+  c->st.reads++;
+  c->st.bytes_read += count;
+  while (count > 0) {
+    uint64_t idx = offset >> c->v->chunk_shift;
+    uint32_t off = offset & (c->chunk_size - 1);
+    uint32_t n = c->chunk_size - off < count ? c->chunk_size - off : count;
+    struct entry *e;
+
+    r = get_entry (c, idx, false, false, false, &e);
+    if (r < 0)
+      return r;
+    if (e == NULL || e->zero)
+      memset (out, 0, n);
+    else
+      memcpy (out, e->data + off, n);
+    if (e)
+      unpin (c, e);
+    out += n;
+    offset += n;
+    count -= n;
+  }
+  CHECK (c);
+  return 0;
+}
+
+/* Write buf (or zeroes, when buf is NULL) at offset.  Whole chunks that are
+ * zeroed become zero entries (their object is deleted on upload).
+ */
+static int
+write_range (struct cache *c, const uint8_t *buf, uint32_t count,
+             uint64_t offset, bool fua)
+{
+  CLEANUP_FREE struct target *t = NULL;
+  size_t nt = 0;
+  int r = 0;
+
+  if (c->failed)
+    return -EIO;
+  if (fua) {
+    t = malloc (((count >> c->v->chunk_shift) + 2) * sizeof *t);
+    if (t == NULL)
+      return -ENOMEM;
+  }
+  while (count > 0) {
+    uint64_t idx = offset >> c->v->chunk_shift;
+    uint32_t off = offset & (c->chunk_size - 1);
+    uint32_t n = c->chunk_size - off < count ? c->chunk_size - off : count;
+    bool whole = off == 0 && n >= chunk_bytes (c, idx);
+    struct entry *e;
+
+    if (buf == NULL && whole) {
+      e = lookup (c, idx);
+      if (e && e->loading) {
+        /* Let the fetch finish; then the entry is an ordinary one. */
+        r = get_entry (c, idx, true, false, true, &e);
+        if (r < 0)
+          return r;
+        unpin (c, e);
+      }
+      if (e == NULL && !cs_map_test (c->v, idx))
+        goto next;              /* already no object, nothing cached */
+      if (e == NULL && (e = entry_new (c, idx)) == NULL)
+        return -ENOMEM;
+      e->valid = true;
+      e->zero = true;
+      e->load_err = 0;
+      set_data (c, e, NULL);
+      mark_dirty (c, e, true);
+    }
+    else {
+      r = get_entry (c, idx, true, true, whole, &e);
+      if (r < 0)
+        break;
+      if (c->failed) {          /* it may have waited for memory */
+        unpin (c, e);
+        r = -EIO;
+        break;
+      }
+      if (buf)
+        memcpy (e->data + off, buf, n);
+      else
+        memset (e->data + off, 0, n);
+      /* A sequential writer that reached the end of a chunk will not
+       * come back to it: upload now instead of after the delay.
+       */
+      mark_dirty (c, e, off + n >= chunk_bytes (c, idx));
+      unpin (c, e);
+    }
+    if (fua)
+      add_target (e, t, &nt);
+  next:
+    if (buf)
+      buf += n;
+    offset += n;
+    count -= n;
+  }
+  CHECK (c);
+  if (fua) {
+    int r2 = wait_targets (c, t, nt);
+    if (r == 0)
+      r = r2;
+  }
+  return r;
+}
+
+int
+cache_pwrite (struct cache *c, const void *buf, uint32_t count,
+              uint64_t offset, bool fua)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
+  c->st.writes++;
+  c->st.bytes_written += count;
+  return write_range (c, buf, count, offset, fua);
+}
+
+int
+cache_zero (struct cache *c, uint32_t count, uint64_t offset, bool fua)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
+  c->st.zeroes++;
+  return write_range (c, NULL, count, offset, fua);
+}
+
+bool
+cache_allocated (struct cache *c, uint64_t offset, uint64_t count,
+                 uint64_t *len)
+{
+  uint64_t idx = offset >> c->v->chunk_shift, done = 0;
+  bool first = true, alloc = false;
+
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
+  while (done < count) {
+    struct entry *e = lookup (c, idx);
+    bool a = e && e->valid ? !e->zero : cs_map_test (c->v, idx);
+    uint64_t n = ((idx + 1) << c->v->chunk_shift) - (offset + done);
+
+    if (first)
+      alloc = a;
+    else if (a != alloc)
+      break;
+    first = false;
+    done += n;
+    idx++;
+  }
+  *len = done < count ? done : count;
+  return alloc;
+}
+
+/* --------------------------------------------------------------- workers */
+
+/* Pick the next entry to upload, or NULL.  *wake is set to when the
+ * earliest waiting entry becomes due.
+ */
+static struct entry *
+pick (struct cache *c, double t, double *wake)
+{
+  bool hurry = c->flushers > 0 || c->mem_waiters > 0 || c->stop ||
+    c->dirty_bytes * 2 >= c->limit;
+  struct entry *e;
+
+  *wake = t + 3600;
+  TAILQ_FOREACH (e, &c->dirty_list, dirty) {
+    double due;
+
+    if (e->uploading)
+      continue;
+    if (e->retry_at > t) {
+      if (e->retry_at < *wake)
+        *wake = e->retry_at;
+      continue;
+    }
+    if (hurry || e->urgent)
+      return e;
+    due = e->dirty_since + c->p.upload_delay;
+    if (due <= t)
+      return e;
+    if (due < *wake)
+      *wake = due;
+  }
+  return NULL;
+}
+
+static void
+upload_done (struct cache *c, struct entry *e, uint64_t version, int r)
+{
+  e->uploading = false;
+  if (r == 0) {
+    if (version > e->persisted)
+      e->persisted = version;
+    e->fails = 0;
+    e->retry_at = 0;
+    if (e->version == e->persisted)
+      e->urgent = false;
+  }
+  else {
+    double delay = RETRY_MIN * (1u << (e->fails < 6 ? e->fails : 6));
+
+    e->fails++;
+    e->fail_gen++;
+    e->retry_at = now () + (delay < RETRY_MAX ? delay : RETRY_MAX);
+    c->st.upload_failures++;
+  }
+  settle (c, e);
+  unpin (c, e);
+}
+
+/* Upload zero entries: one batched delete for up to DELETE_BATCH of them. */
+static void
+upload_zeroes (struct cache *c, struct entry *first, double t)
+{
+  struct entry *batch[DELETE_BATCH], *e;
+  uint64_t idx[DELETE_BATCH], ver[DELETE_BATCH];
+  size_t n = 0, i;
+  int r;
+
+  for (e = first; e && n < DELETE_BATCH; e = TAILQ_NEXT (e, dirty)) {
+    if (!e->zero || e->uploading || e->retry_at > t)
+      continue;
+    e->uploading = true;
+    e->pins++;
+    batch[n] = e;
+    idx[n] = e->idx;
+    ver[n] = e->version;
+    n++;
+  }
+  pthread_mutex_unlock (&c->lock);
+  r = cs_chunk_delete_many (c->v, idx, n);
+  pthread_mutex_lock (&c->lock);
+  c->st.deletes += n;
+  for (i = 0; i < n; ++i)
+    upload_done (c, batch[i], ver[i], r);
+}
+
+static void *
+worker_main (void *arg)
+{
+  struct worker *w = arg;
+  struct cache *c = w->c;
+
+  pthread_mutex_lock (&c->lock);
+  while (!c->stop || !TAILQ_EMPTY (&c->dirty_list)) {
+    struct entry *e;
+    double t = now (), wake;
+    uint64_t version;
+    int r;
+
+    e = c->failed ? NULL : pick (c, t, &wake);
+    if (e == NULL) {
+      struct timespec ts;
+
+      if (c->stop && (c->failed || c->flushers == 0))
+        break;                  /* close gave up, or nothing can go */
+      if (c->failed)
+        wake = t + 3600;
+      wake += 0.001;
+      clock_gettime (CLOCK_MONOTONIC, &ts);
+      ts.tv_sec += (time_t) (wake - t);
+      ts.tv_nsec += (long) ((wake - t - (time_t) (wake - t)) * 1e9);
+      if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+      }
+      pthread_cond_timedwait (&c->work, &c->lock, &ts);
+      continue;
+    }
+    if (e->zero) {
+      upload_zeroes (c, e, t);
+      pthread_cond_broadcast (&c->cond);
+      continue;
+    }
+
+    /* Copy under the lock, store without it (rule 3). */
+    e->uploading = true;
+    e->pins++;
+    version = e->version;
+    memcpy (w->copy, e->data, c->chunk_size);
+    pthread_mutex_unlock (&c->lock);
+    r = cs_chunk_write (c->v, w->ctx, e->idx, w->copy, &w->enc);
+    pthread_mutex_lock (&c->lock);
+    c->st.uploads++;
+    if (r == 0)
+      c->st.bytes_plain_up += c->chunk_size;
+    upload_done (c, e, version, r);
+    CHECK (c);
+    pthread_cond_broadcast (&c->cond);
+  }
+  pthread_mutex_unlock (&c->lock);
+  return NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+int
+cache_open (struct cs_volume *v, const struct cache_params *p,
+            struct cache **out)
+{
+  struct cache *c = calloc (1, sizeof *c);
+  pthread_condattr_t attr;
+  unsigned i;
+
+  if (c == NULL)
+    return -ENOMEM;
+  c->v = v;
+  c->p = *p;
+  c->chunk_size = v->chunk_size;
+  c->limit = p->cache_size;
+  /* Room for at least two chunks per worker, or nothing can move. */
+  if (c->limit < 2ull * c->chunk_size * (p->workers + 1))
+    c->limit = 2ull * c->chunk_size * (p->workers + 1);
+  pthread_mutex_init (&c->lock, NULL);
+  pthread_condattr_init (&attr);
+  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+  pthread_cond_init (&c->work, &attr);
+  pthread_condattr_destroy (&attr);
+  pthread_cond_init (&c->cond, NULL);
+  TAILQ_INIT (&c->lru_list);
+  TAILQ_INIT (&c->dirty_list);
+  c->buckets = 1024;
+  c->table = calloc (c->buckets, sizeof *c->table);
+  c->nworkers = p->workers ? p->workers : 1;
+  c->workers = calloc (c->nworkers, sizeof *c->workers);
+  if (c->table == NULL || c->workers == NULL ||
+      pthread_key_create (&c->tls, tls_free) != 0)
+    goto nomem;
+  for (i = 0; i < c->nworkers; ++i) {
+    struct worker *w = &c->workers[i];
+    w->c = c;
+    w->copy = malloc (c->chunk_size);
+    w->ctx = codec_ctx_new ();
+    if (w->copy == NULL || w->ctx == NULL ||
+        cs_buf_reserve (&w->enc, codec_bound (c->chunk_size)) < 0)
+      goto nomem;
+  }
+  *out = c;
+  return 0;
+ nomem:
+  cache_close (c);
+  return -ENOMEM;
+}
+
+int
+cache_start (struct cache *c)
+{
+  unsigned i;
+  int r;
+
+  for (i = 0; i < c->nworkers; ++i) {
+    r = pthread_create (&c->workers[i].thread, NULL, worker_main,
+                        &c->workers[i]);
+    if (r != 0) {
+      cs_error ("start upload thread: %s", strerror (r));
+      return -r;
+    }
+    c->workers[i].started = true;
+  }
+  return 0;
+}
+
+void
+cache_fail (struct cache *c, const char *reason)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
+  if (!c->failed)
+    cs_error ("volume is now read-only, every write and flush fails until "
+              "restart: %s", reason);
+  c->failed = true;
+  pthread_cond_broadcast (&c->cond);
+  pthread_cond_broadcast (&c->work);
+}
+
+bool
+cache_failed (struct cache *c)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
+  return c->failed;
+}
+
+void
+cache_get_stats (struct cache *c, struct cache_stats *out)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
+  *out = c->st;
+  out->dirty_bytes = c->dirty_bytes;
+  out->mem_bytes = c->mem;
+}
+
+int
+cache_close (struct cache *c)
+{
+  struct entry *e;
+  size_t lost = 0, i;
+  int r = 0, tries;
+  bool started = false;
+
+  if (c == NULL)
+    return 0;
+  for (i = 0; c->workers && i < c->nworkers; ++i)
+    started |= c->workers[i].started;
+
+  if (started) {
+    for (tries = 0; tries < CLOSE_FLUSH_TRIES; ++tries) {
+      r = cache_flush (c);
+      if (r == 0 || cache_failed (c))
+        break;
+    }
+    pthread_mutex_lock (&c->lock);
+    c->stop = true;
+    pthread_cond_broadcast (&c->work);
+    pthread_mutex_unlock (&c->lock);
+    for (i = 0; i < c->nworkers; ++i)
+      if (c->workers[i].started)
+        pthread_join (c->workers[i].thread, NULL);
+  }
+
+  TAILQ_FOREACH (e, &c->dirty_list, dirty)
+    lost++;
+  if (lost) {
+    cs_error ("close: %zu chunk(s) written by the client could not be "
+              "stored and are lost", lost);
+    r = -EIO;
+  }
+  for (i = 0; c->table && i < c->buckets; ++i)
+    while ((e = c->table[i]) != NULL) {
+      c->table[i] = e->hnext;
+      free (e->data);
+      free (e);
+    }
+  for (i = 0; c->workers && i < c->nworkers; ++i) {
+    free (c->workers[i].copy);
+    cs_buf_free (&c->workers[i].enc);
+    codec_ctx_free (c->workers[i].ctx);
+  }
+  /* The calling thread's context; other threads' go with their exit. */
+  if (c->table) {
+    struct tls *t = pthread_getspecific (c->tls);
+    if (t)
+      tls_free (t);
+    pthread_key_delete (c->tls);
+  }
+  free (c->workers);
+  free (c->table);
+  pthread_mutex_destroy (&c->lock);
+  pthread_cond_destroy (&c->cond);
+  pthread_cond_destroy (&c->work);
+  free (c);
+  return r;
+}

@@ -1,0 +1,516 @@
+/* s3chunk: the chunk store (superblock, chunk objects, allocation map). */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "chunkstore.h"
+#include "cleanup.h"
+#include "log.h"
+#include "params.h"
+
+/* Superblocks are a few hundred bytes; refuse anything much larger. */
+#define SUPERBLOCK_MAX 4096
+
+/* ---------------------------------------------------------- superblock */
+
+int
+cs_superblock_format (const struct cs_volume *v, struct cs_buf *out)
+{
+  char text[1024], id[2 * CODEC_VOLUME_ID_SIZE + 1];
+  int n, i;
+
+  for (i = 0; i < CODEC_VOLUME_ID_SIZE; ++i)
+    snprintf (id + 2 * i, 3, "%02x", v->volume_id[i]);
+  n = snprintf (text, sizeof text,
+                "s3chunk volume\n"
+                "format-version=%d\n"
+                "volume-id=%s\n"
+                "size=%" PRIu64 "\n"
+                "chunk-size=%" PRIu32 "\n"
+                "codec=%s\n"
+                "level=%d\n"
+                "created=%" PRId64 "\n",
+                CS_SUPERBLOCK_VERSION, id, v->size, v->chunk_size,
+                v->level ? "zstd" : "none", v->level, v->created);
+  out->len = 0;
+  return cs_buf_append (out, text, n);
+}
+
+static int
+hexval (char c)
+{
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+#define BADSB(...) do { cs_error (__VA_ARGS__); return -EIO; } while (0)
+
+int
+cs_superblock_parse (const char *key, const void *data, size_t len,
+                     struct cs_volume *v)
+{
+  CLEANUP_FREE char *text = NULL;
+  char *line, *save = NULL;
+  unsigned seen = 0;
+  int version = -1;
+  enum { F_ID = 1, F_SIZE = 2, F_CHUNK = 4, F_CODEC = 8, F_LEVEL = 16,
+         F_CREATED = 32, F_ALL = 63 };
+  bool zstd = false;
+
+  if (len > SUPERBLOCK_MAX || memchr (data, '\0', len))
+    BADSB ("read %s: not an s3chunk superblock (binary or too large)", key);
+  text = strndup (data, len);
+  if (text == NULL)
+    return -ENOMEM;
+  line = strtok_r (text, "\n", &save);
+  if (line == NULL || strcmp (line, "s3chunk volume") != 0)
+    BADSB ("read %s: not an s3chunk superblock (bad first line)", key);
+  while ((line = strtok_r (NULL, "\n", &save)) != NULL) {
+    char *eq = strchr (line, '=');
+    const char *k = line, *val;
+    uint64_t u;
+
+    if (eq == NULL)
+      BADSB ("read %s: malformed superblock line \"%s\"", key, line);
+    *eq = '\0';
+    val = eq + 1;
+    if (strcmp (k, "format-version") == 0) {
+      if (params_parse_uint (val, 0, 1000000, &u) < 0)
+        BADSB ("read %s: bad format-version \"%s\"", key, val);
+      version = u;
+      if (version != CS_SUPERBLOCK_VERSION)
+        BADSB ("open volume: %s has format version %d, this s3chunk reads "
+               "version %d: use the s3chunk release that created it",
+               key, version, CS_SUPERBLOCK_VERSION);
+    }
+    else if (version < 0)
+      BADSB ("read %s: format-version must come first", key);
+    else if (strcmp (k, "volume-id") == 0) {
+      if (strlen (val) != 2 * CODEC_VOLUME_ID_SIZE)
+        BADSB ("read %s: bad volume-id", key);
+      for (int i = 0; i < CODEC_VOLUME_ID_SIZE; ++i) {
+        int hi = hexval (val[2 * i]), lo = hexval (val[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+          BADSB ("read %s: bad volume-id", key);
+        v->volume_id[i] = hi << 4 | lo;
+      }
+      seen |= F_ID;
+    }
+    else if (strcmp (k, "size") == 0) {
+      if (params_parse_uint (val, CS_SIZE_ALIGN, CS_MAX_SIZE, &u) < 0 ||
+          u % CS_SIZE_ALIGN)
+        BADSB ("read %s: bad size \"%s\"", key, val);
+      v->size = u;
+      seen |= F_SIZE;
+    }
+    else if (strcmp (k, "chunk-size") == 0) {
+      if (params_parse_uint (val, CS_MIN_CHUNK_SIZE, CS_MAX_CHUNK_SIZE, &u) < 0
+          || (u & (u - 1)))
+        BADSB ("read %s: bad chunk-size \"%s\"", key, val);
+      v->chunk_size = u;
+      seen |= F_CHUNK;
+    }
+    else if (strcmp (k, "codec") == 0) {
+      if (strcmp (val, "zstd") == 0)
+        zstd = true;
+      else if (strcmp (val, "none") != 0)
+        BADSB ("read %s: unknown codec \"%s\": use a newer s3chunk", key, val);
+      seen |= F_CODEC;
+    }
+    else if (strcmp (k, "level") == 0) {
+      if (params_parse_uint (val, 0, CS_MAX_LEVEL, &u) < 0)
+        BADSB ("read %s: bad level \"%s\"", key, val);
+      v->level = u;
+      seen |= F_LEVEL;
+    }
+    else if (strcmp (k, "created") == 0) {
+      if (params_parse_uint (val, 0, INT64_MAX, &u) < 0)
+        BADSB ("read %s: bad created \"%s\"", key, val);
+      v->created = u;
+      seen |= F_CREATED;
+    }
+    else
+      BADSB ("read %s: unknown superblock field \"%s\": use a newer s3chunk",
+             key, k);
+  }
+  if (seen != F_ALL)
+    BADSB ("read %s: superblock is missing fields (truncated?)", key);
+  if (zstd != (v->level > 0))
+    BADSB ("read %s: codec and level disagree", key);
+  for (v->chunk_shift = 0; (1u << v->chunk_shift) < v->chunk_size;
+       v->chunk_shift++)
+    ;
+  v->nchunks = (v->size + v->chunk_size - 1) >> v->chunk_shift;
+  return 0;
+}
+
+/* --------------------------------------------------------- allocation map */
+
+static int
+map_resize (struct cs_volume *v)
+{
+  size_t words = (v->nchunks + 63) / 64;
+  uint64_t *m = realloc (v->map, words * sizeof *m + 8);
+
+  if (m == NULL)
+    return -ENOMEM;
+  v->map = m;
+  return 0;
+}
+
+bool
+cs_map_test (const struct cs_volume *v, uint64_t idx)
+{
+  if (!v->map_loaded)
+    return true;
+  return __atomic_load_n (&v->map[idx / 64], __ATOMIC_ACQUIRE)
+    & (UINT64_C (1) << (idx % 64));
+}
+
+void
+cs_map_set (struct cs_volume *v, uint64_t idx, bool present)
+{
+  uint64_t bit = UINT64_C (1) << (idx % 64);
+
+  if (present)
+    __atomic_or_fetch (&v->map[idx / 64], bit, __ATOMIC_RELEASE);
+  else
+    __atomic_and_fetch (&v->map[idx / 64], ~bit, __ATOMIC_RELEASE);
+}
+
+uint64_t
+cs_map_count (const struct cs_volume *v)
+{
+  uint64_t n = 0, i;
+
+  for (i = 0; i < (v->nchunks + 63) / 64; ++i)
+    n += __builtin_popcountll (__atomic_load_n (&v->map[i], __ATOMIC_RELAXED));
+  return n;
+}
+
+static int
+map_add (void *opaque, const char *key, uint64_t size)
+{
+  struct cs_volume *v = opaque;
+  uint64_t idx;
+
+  if (!cs_chunk_key_parse (key, &idx))
+    cs_warn ("list: %s is not a chunk object of this volume: ignored "
+             "('s3chunk fsck' reports such objects)", key);
+  else if (idx >= v->nchunks)
+    cs_warn ("list: %s is beyond the end of the volume: ignored", key);
+  else
+    cs_map_set (v, idx, true);
+  return 0;
+}
+
+int
+cs_map_load (struct cs_volume *v)
+{
+  int r;
+
+  memset (v->map, 0, (v->nchunks + 63) / 64 * sizeof *v->map);
+  r = objstore_list (v->os, CS_CHUNK_PREFIX, map_add, v);
+  if (r < 0)
+    return r;
+  v->map_loaded = true;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ open */
+
+static int
+write_superblock (struct cs_volume *v, const char *if_match)
+{
+  struct cs_buf sb = CS_BUF_INIT;
+  struct objstore_info info;
+  int r;
+
+  r = cs_superblock_format (v, &sb);
+  if (r == 0)
+    r = objstore_put_if (v->os, CS_SUPERBLOCK_KEY, sb.data, sb.len,
+                         if_match, &info);
+  cs_buf_free (&sb);
+  if (r == 0)
+    memcpy (v->etag, info.etag, sizeof v->etag);
+  return r;
+}
+
+static int
+create_volume (struct cs_volume *v, const struct cs_volume_params *p)
+{
+  char s1[32];
+
+  if (getrandom (v->volume_id, sizeof v->volume_id, 0) != sizeof v->volume_id)
+    return -errno;
+  v->size = p->size;
+  v->chunk_size = p->chunk_size ? p->chunk_size : CS_DEFAULT_CHUNK_SIZE;
+  v->level = p->level >= 0 ? p->level : CS_DEFAULT_LEVEL;
+  v->created = time (NULL);
+  for (v->chunk_shift = 0; (1u << v->chunk_shift) < v->chunk_size;
+       v->chunk_shift++)
+    ;
+  v->nchunks = (v->size + v->chunk_size - 1) >> v->chunk_shift;
+  cs_info ("creating volume: size %s, chunk size %" PRIu32 ", %s level %d",
+           params_format_size (v->size, s1, sizeof s1), v->chunk_size,
+           v->level ? "zstd" : "no compression", v->level);
+  return write_superblock (v, NULL);
+}
+
+int
+cs_volume_grow (struct cs_volume *v, uint64_t new_size)
+{
+  uint64_t old = v->size, old_n = v->nchunks;
+  char s1[32], s2[32];
+  int r;
+
+  if (new_size == old)
+    return 0;
+  if (new_size < old) {
+    cs_error ("size=%" PRIu64 " is smaller than the volume (%" PRIu64 " "
+              "bytes): shrinking would destroy data at the end of the disk; "
+              "leave size= out or give at least the current size",
+              new_size, old);
+    return -EINVAL;
+  }
+  v->size = new_size;
+  v->nchunks = (new_size + v->chunk_size - 1) >> v->chunk_shift;
+  r = map_resize (v);
+  if (r == 0) {
+    /* The new bits start clear: the new space reads as zeroes. */
+    size_t w = (old_n + 63) / 64, nw = (v->nchunks + 63) / 64;
+    if (old_n % 64)
+      v->map[old_n / 64] &= (UINT64_C (1) << (old_n % 64)) - 1;
+    memset (v->map + w, 0, (nw - w) * sizeof *v->map);
+    r = write_superblock (v, v->etag);
+  }
+  if (r < 0) {
+    if (r == -EEXIST)
+      cs_error ("grow volume: the superblock changed while we grew it: "
+                "is another process using this volume?");
+    v->size = old;
+    v->nchunks = old_n;
+    return r == -EEXIST ? -EBUSY : r;
+  }
+  cs_info ("volume grown from %s to %s",
+           params_format_size (old, s1, sizeof s1),
+           params_format_size (new_size, s2, sizeof s2));
+  return 0;
+}
+
+int
+cs_volume_open (struct objstore *os, const struct cs_volume_params *p,
+                struct cs_volume **out)
+{
+  struct cs_volume *v;
+  struct cs_buf sb = CS_BUF_INIT;
+  struct objstore_info info;
+  int r, tries;
+
+  v = calloc (1, sizeof *v);
+  if (v == NULL)
+    return -ENOMEM;
+  v->os = os;
+
+  /* Two processes creating the same volume at once: create-if-absent lets
+   * one win; the other reads what the winner wrote.
+   */
+  for (tries = 0; tries < 3; ++tries) {
+    r = objstore_get (os, CS_SUPERBLOCK_KEY, SUPERBLOCK_MAX, &sb, &info);
+    if (r == -ENOENT) {
+      if (p->size == 0) {
+        cs_error ("open volume: no volume here (no %s object): "
+                  "give size= to create one", CS_SUPERBLOCK_KEY);
+        break;
+      }
+      if (p->readonly) {
+        cs_error ("open volume: no volume here, and a read-only open "
+                  "cannot create one");
+        break;
+      }
+      r = create_volume (v, p);
+      if (r == -EEXIST)
+        continue;
+      break;
+    }
+    if (r < 0)
+      break;
+    if (p->create_only) {
+      cs_error ("create volume: a volume exists here already");
+      r = -EEXIST;
+      break;
+    }
+    memcpy (v->etag, info.etag, sizeof v->etag);
+    r = cs_superblock_parse (CS_SUPERBLOCK_KEY, sb.data, sb.len, v);
+    if (r < 0)
+      break;
+    if (p->chunk_size && p->chunk_size != v->chunk_size) {
+      cs_error ("chunk-size=%" PRIu32 " differs from the volume's chunk size "
+                "%" PRIu32 ", fixed when it was created: leave chunk-size= "
+                "out", p->chunk_size, v->chunk_size);
+      r = -EINVAL;
+    }
+    else if (p->level >= 0 && p->level != v->level) {
+      cs_error ("compression level %d differs from the volume's level %d, "
+                "fixed when it was created: leave the compression "
+                "parameters out", p->level, v->level);
+      r = -EINVAL;
+    }
+    else if (p->size && p->size < v->size) {
+      r = cs_volume_grow (v, p->size);  /* refuses with the reason */
+    }
+    break;
+  }
+  cs_buf_free (&sb);
+  if (r == 0) {
+    r = map_resize (v);
+    if (r == 0)
+      memset (v->map, 0, ((v->nchunks + 63) / 64) * sizeof *v->map);
+  }
+  if (r == 0 && p->size > v->size) {
+    if (p->readonly) {
+      cs_error ("size=%" PRIu64 " would grow the volume, which a read-only "
+                "open cannot do", p->size);
+      r = -EINVAL;
+    }
+    else
+      r = cs_volume_grow (v, p->size);
+  }
+  if (r < 0) {
+    cs_volume_close (v);
+    return r;
+  }
+  *out = v;
+  return 0;
+}
+
+void
+cs_volume_close (struct cs_volume *v)
+{
+  if (v) {
+    free (v->map);
+    free (v);
+  }
+}
+
+/* ---------------------------------------------------------------- chunks */
+
+void
+cs_chunk_key (uint64_t idx, char *buf, size_t len)
+{
+  snprintf (buf, len, CS_CHUNK_PREFIX "%016" PRIx64, idx);
+}
+
+bool
+cs_chunk_key_parse (const char *key, uint64_t *idx)
+{
+  const size_t plen = sizeof CS_CHUNK_PREFIX - 1;
+  uint64_t v = 0;
+  int i;
+
+  if (strncmp (key, CS_CHUNK_PREFIX, plen) != 0 || strlen (key) != plen + 16)
+    return false;
+  for (i = 0; i < 16; ++i) {
+    int d = hexval (key[plen + i]);
+    if (d < 0)
+      return false;
+    v = v << 4 | d;
+  }
+  *idx = v;
+  return true;
+}
+
+bool
+cs_is_zero (const void *p, size_t n)
+{
+  const unsigned char *b = p;
+
+  /* Check the first 16 bytes, then compare the buffer with itself shifted
+   * by 16: memcmp is vectorised and this touches each byte twice at most.
+   */
+  if (n <= 16) {
+    for (size_t i = 0; i < n; ++i)
+      if (b[i])
+        return false;
+    return true;
+  }
+  for (size_t i = 0; i < 16; ++i)
+    if (b[i])
+      return false;
+  return memcmp (b, b + 16, n - 16) == 0;
+}
+
+int
+cs_chunk_read (struct cs_volume *v, struct codec_ctx *ctx, uint64_t idx,
+               void *plain, struct cs_buf *scratch)
+{
+  char key[32];
+  int r;
+
+  if (!cs_map_test (v, idx)) {
+    memset (plain, 0, v->chunk_size);
+    return 0;
+  }
+  cs_chunk_key (idx, key, sizeof key);
+  r = objstore_get (v->os, key, codec_bound (v->chunk_size), scratch, NULL);
+  if (r == -ENOENT) {
+    memset (plain, 0, v->chunk_size);
+    return 0;
+  }
+  if (r < 0)
+    return r;
+  return codec_decode (ctx, v->volume_id, idx, key, scratch->data,
+                       scratch->len, plain, v->chunk_size);
+}
+
+int
+cs_chunk_write (struct cs_volume *v, struct codec_ctx *ctx, uint64_t idx,
+                const void *plain, struct cs_buf *scratch)
+{
+  char key[32];
+  int r;
+
+  if (cs_is_zero (plain, v->chunk_size))
+    return cs_chunk_delete_many (v, &idx, 1);
+  cs_chunk_key (idx, key, sizeof key);
+  r = codec_encode (ctx, v->volume_id, idx, v->level, plain, v->chunk_size,
+                    scratch);
+  if (r == 0)
+    r = objstore_put (v->os, key, scratch->data, scratch->len, NULL);
+  if (r == 0 && v->map)
+    cs_map_set (v, idx, true);
+  return r;
+}
+
+int
+cs_chunk_delete_many (struct cs_volume *v, const uint64_t *idx, size_t n)
+{
+  CLEANUP_FREE char *keybuf = NULL;
+  CLEANUP_FREE const char **keys = NULL;
+  size_t i, m = 0;
+  int r;
+
+  keybuf = malloc (n * 32);
+  keys = malloc (n * sizeof *keys);
+  if (keybuf == NULL || keys == NULL)
+    return -ENOMEM;
+  for (i = 0; i < n; ++i) {
+    if (!cs_map_test (v, idx[i]))
+      continue;                 /* no object: nothing to delete */
+    cs_chunk_key (idx[i], keybuf + 32 * m, 32);
+    keys[m] = keybuf + 32 * m;
+    m++;
+  }
+  r = objstore_del_many (v->os, keys, m);
+  if (r == 0 && v->map)
+    for (i = 0; i < n; ++i)
+      cs_map_set (v, idx[i], false);
+  return r;
+}

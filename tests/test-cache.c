@@ -1,0 +1,464 @@
+/* s3chunk: unit tests of the write-back cache over a fault-injecting store.
+ *
+ * Every read is checked against a shadow copy of the disk, and after each
+ * scenario a fresh cache over the same store must read back the shadow:
+ * that is what "in the store" means.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "unit.h"
+
+#define CHUNK (64 * 1024)
+#define NCHUNKS 64
+#define SIZE ((uint64_t) CHUNK * NCHUNKS)
+
+static char *dir;
+static struct objstore *inner, *os;   /* os wraps inner with faults */
+static struct cs_volume *vol;
+static struct cache *cache;
+static uint8_t shadow[SIZE], buf[SIZE];
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t
+rnd (void)
+{
+  rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+  return rng;
+}
+
+static void
+start (uint64_t cache_size, unsigned workers, double delay)
+{
+  struct cs_volume_params vp = { .size = SIZE, .chunk_size = CHUNK,
+                                 .level = 1 };
+  struct cache_params cp = { .cache_size = cache_size, .workers = workers,
+                             .upload_delay = delay };
+
+  CHECK_EQ (objstore_dir_open (dir, true, &inner), 0);
+  CHECK_EQ (objstore_fault_wrap (inner, &os), 0);
+  CHECK_EQ (cs_volume_open (os, &vp, &vol), 0);
+  CHECK_EQ (cs_map_load (vol), 0);
+  CHECK_EQ (cache_open (vol, &cp, &cache), 0);
+  CHECK_EQ (cache_start (cache), 0);
+}
+
+static int
+stop (void)
+{
+  int r = cache_close (cache);
+  cs_volume_close (vol);
+  objstore_close (os);
+  return r;
+}
+
+/* A fresh cache over the same store must read exactly the shadow. */
+static void
+verify_store (const char *what)
+{
+  int r1, r2;
+
+  start (16 << 20, 2, 0);
+  r1 = cache_pread (cache, buf, SIZE, 0);
+  r2 = memcmp (buf, shadow, SIZE);
+  if (r1 != 0 || r2 != 0)
+    fprintf (stderr, "verify_store after %s: read %d, differs %d\n",
+             what, r1, r2 != 0);
+  CHECK_EQ (r1, 0);
+  CHECK_EQ (r2, 0);
+  CHECK_EQ (stop (), 0);
+}
+
+static void
+write_shadow (uint64_t off, uint32_t len, bool fua)
+{
+  for (uint32_t i = 0; i < len; ++i)
+    shadow[off + i] = rnd ();
+  CHECK_EQ (cache_pwrite (cache, shadow + off, len, off, fua), 0);
+}
+
+static void
+random_ops (unsigned n)
+{
+  for (unsigned i = 0; i < n; ++i) {
+    uint64_t off = rnd () % SIZE;
+    uint32_t len = 1 + rnd () % (3 * CHUNK);
+
+    if (off + len > SIZE)
+      len = SIZE - off;
+    switch (rnd () % 8) {
+    case 0:
+      memset (shadow + off, 0, len);
+      CHECK_EQ (cache_zero (cache, len, off, rnd () % 2), 0);
+      break;
+    case 1:
+      CHECK_EQ (cache_flush (cache), 0);
+      break;
+    case 2: case 3: case 4:
+      CHECK_EQ (cache_pread (cache, buf, len, off), 0);
+      CHECK (memcmp (buf, shadow + off, len) == 0);
+      break;
+    default:
+      write_shadow (off, len, rnd () % 4 == 0);
+    }
+  }
+  CHECK_EQ (cache_pread (cache, buf, SIZE, 0), 0);
+  CHECK (memcmp (buf, shadow, SIZE) == 0);
+}
+
+/* Random I/O, with a cache so small that chunks are evicted and writers
+ * wait for uploads; then flush and read back through a new cache.
+ */
+static void
+test_random (void)
+{
+  memset (shadow, 0, SIZE);
+  start (16 << 20, 4, 0.01);
+  random_ops (3000);
+  CHECK_EQ (cache_flush (cache), 0);
+  CHECK_EQ (stop (), 0);
+  verify_store ("random I/O");
+
+  /* Closing without a flush stores everything too. */
+  start (16 << 20, 3, 10);
+  random_ops (500);
+  CHECK_EQ (stop (), 0);
+  verify_store ("close");
+}
+
+/* Reading a chunk never written costs no request. */
+static void
+test_no_get_for_holes (void)
+{
+  struct objstore_stats s0, s1;
+
+  start (16 << 20, 2, 0);
+  objstore_get_stats (inner, &s0);
+  memset (shadow + 3 * CHUNK, 0, CHUNK);
+  CHECK_EQ (cache_zero (cache, CHUNK, 3 * CHUNK, false), 0);
+  CHECK_EQ (cache_flush (cache), 0);
+  CHECK_EQ (cache_pread (cache, buf, CHUNK, 3 * CHUNK), 0);
+  CHECK (cs_is_zero (buf, CHUNK));
+  objstore_get_stats (inner, &s1);
+  CHECK_EQ (s1.gets - s0.gets, 0);
+  CHECK_EQ (stop (), 0);
+}
+
+struct flusher {
+  pthread_t t;
+  volatile int done;
+  int r;
+};
+
+static void *
+flush_thread (void *arg)
+{
+  struct flusher *f = arg;
+  f->r = cache_flush (cache);
+  __atomic_store_n (&f->done, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+static void
+wait_stalled (unsigned n)
+{
+  for (int i = 0; i < 5000 && objstore_fault_stalled (os) < n; ++i)
+    usleep (1000);
+  CHECK (objstore_fault_stalled (os) >= n);
+}
+
+/* A flush issued while the chunk's upload is in flight (stalled) must wait
+ * for it, and an upload that carried an older version does not count.
+ */
+static void
+test_flush_waits_for_inflight (void)
+{
+  struct flusher f = { 0 };
+
+  start (16 << 20, 2, 0);
+  objstore_fault_set (os, FAULT_OP_PUT, FAULT_STALL, 0, 0, 1);
+  write_shadow (5 * CHUNK, CHUNK, false);       /* whole chunk: uploads now */
+  wait_stalled (1);
+  /* Written again while its upload (of version 1) is stuck. */
+  write_shadow (5 * CHUNK + 100, 200, false);
+  pthread_create (&f.t, NULL, flush_thread, &f);
+  usleep (200 * 1000);
+  CHECK_EQ (__atomic_load_n (&f.done, __ATOMIC_ACQUIRE), 0);
+  objstore_fault_release (os);
+  pthread_join (f.t, NULL);
+  CHECK_EQ (f.r, 0);
+  /* The flush returned: the second write must be in the store now,
+   * not only the version that was in flight.
+   */
+  CHECK_EQ (stop (), 0);
+  verify_store ("flush during stalled upload");
+}
+
+/* A stalled upload never blocks reads and writes of other chunks. */
+static void
+test_stall_does_not_block_others (void)
+{
+  start (16 << 20, 2, 0);
+  objstore_fault_set (os, FAULT_OP_PUT, FAULT_STALL, 0, 0, 1);
+  write_shadow (7 * CHUNK, CHUNK, false);
+  wait_stalled (1);
+  write_shadow (9 * CHUNK + 10, 1000, false);
+  CHECK_EQ (cache_pread (cache, buf, SIZE, 0), 0);
+  CHECK (memcmp (buf, shadow, SIZE) == 0);
+  objstore_fault_release (os);
+  CHECK_EQ (cache_flush (cache), 0);
+  CHECK_EQ (stop (), 0);
+  verify_store ("stall");
+}
+
+/* Uploads that fail: flush reports EIO, the data stays in the cache, and
+ * once the store works again a flush succeeds and everything is stored.
+ */
+static void
+test_flush_reports_failure (void)
+{
+  struct cache_stats st;
+
+  start (16 << 20, 2, 0);
+  objstore_fault_set (os, FAULT_OP_PUT, FAULT_FAIL, -EIO, 0, UINT32_MAX);
+  write_shadow (11 * CHUNK + 3, 3 * CHUNK, false);
+  CHECK_EQ (cache_flush (cache), -EIO);
+  CHECK_EQ (cache_flush (cache), -EIO);
+  CHECK_EQ (cache_pread (cache, buf, SIZE, 0), 0);
+  CHECK (memcmp (buf, shadow, SIZE) == 0);
+  cache_get_stats (cache, &st);
+  CHECK (st.upload_failures >= 2 && st.dirty_bytes > 0);
+  objstore_fault_set (os, 0, FAULT_NONE, 0, 0, 0);
+  CHECK_EQ (cache_flush (cache), 0);
+  cache_get_stats (cache, &st);
+  CHECK_EQ (st.dirty_bytes, 0);
+  CHECK_EQ (stop (), 0);
+  verify_store ("failing uploads");
+}
+
+/* A FUA write is in the store when it returns. */
+static void
+test_fua (void)
+{
+  struct cs_buf b = CS_BUF_INIT;
+  char key[32];
+
+  start (16 << 20, 2, 3600);
+  write_shadow (13 * CHUNK + 5, 10, true);
+  cs_chunk_key (13, key, sizeof key);
+  CHECK_EQ (objstore_get (inner, key, 1 << 20, &b, NULL), 0);
+  /* Zero with FUA of a whole chunk deletes its object before returning. */
+  memset (shadow + 13 * CHUNK, 0, CHUNK);
+  CHECK_EQ (cache_zero (cache, CHUNK, 13 * CHUNK, true), 0);
+  CHECK_EQ (objstore_get (inner, key, 1 << 20, &b, NULL), -ENOENT);
+  cs_buf_free (&b);
+  CHECK_EQ (stop (), 0);
+  verify_store ("fua");
+}
+
+/* Trim of whole chunks deletes their objects; of parts, writes zeroes. */
+static void
+test_zero_deletes (void)
+{
+  struct cs_buf b = CS_BUF_INIT;
+  char key[32];
+
+  start (16 << 20, 2, 0);
+  write_shadow (20 * CHUNK, 4 * CHUNK, false);
+  CHECK_EQ (cache_flush (cache), 0);
+  memset (shadow + 20 * CHUNK + 100, 0, 3 * CHUNK);
+  CHECK_EQ (cache_zero (cache, 3 * CHUNK, 20 * CHUNK + 100, false), 0);
+  CHECK_EQ (cache_flush (cache), 0);
+  cs_chunk_key (21, key, sizeof key);
+  CHECK_EQ (objstore_get (inner, key, 1 << 20, &b, NULL), -ENOENT);
+  cs_chunk_key (20, key, sizeof key);
+  CHECK_EQ (objstore_get (inner, key, 1 << 20, &b, NULL), 0);
+  uint64_t len;
+  CHECK (!cache_allocated (cache, 21 * CHUNK, 2 * CHUNK, &len));
+  CHECK_EQ (len, 2 * CHUNK);
+  CHECK (cache_allocated (cache, 20 * CHUNK, 10 * CHUNK, &len));
+  CHECK_EQ (len, CHUNK);
+  cs_buf_free (&b);
+  CHECK_EQ (stop (), 0);
+  verify_store ("zero");
+}
+
+/* A damaged object gives EIO on the reads that touch it, never wrong
+ * bytes; the other chunks stay readable.
+ */
+static void
+test_corrupt_reads (void)
+{
+  start (16 << 20, 2, 0);
+  objstore_fault_set (os, FAULT_OP_GET, FAULT_CORRUPT, 0, 0, 1);
+  unit_errors_logged = 0;
+  CHECK_EQ (cache_pread (cache, buf, 100, 20 * CHUNK), -EIO);
+  CHECK (unit_logged ("chunks/0000000000000014"));
+  objstore_fault_set (os, FAULT_OP_GET, FAULT_TRUNCATE, 0, 0, 1);
+  CHECK_EQ (cache_pread (cache, buf, 100, 20 * CHUNK), -EIO);
+  CHECK (unit_logged ("chunks/0000000000000014"));
+  /* A partial write of it cannot read-modify-write: it fails too. */
+  objstore_fault_set (os, FAULT_OP_GET, FAULT_CORRUPT, 0, 0, 1);
+  CHECK_EQ (cache_pwrite (cache, "x", 1, 20 * CHUNK, false), -EIO);
+  /* The store object is fine; the next read succeeds. */
+  CHECK_EQ (cache_pread (cache, buf, SIZE, 0), 0);
+  CHECK (memcmp (buf, shadow, SIZE) == 0);
+  CHECK_EQ (stop (), 0);
+}
+
+/* The failed state: writes and flushes fail, nothing more is uploaded. */
+static void
+test_failed_state (void)
+{
+  struct objstore_stats s0, s1;
+
+  start (16 << 20, 2, 3600);
+  write_shadow (30 * CHUNK + 1, 10, false);
+  objstore_get_stats (inner, &s0);
+  cache_fail (cache, "test");
+  CHECK (cache_failed (cache));
+  CHECK_EQ (cache_pwrite (cache, "y", 1, 0, false), -EIO);
+  CHECK_EQ (cache_zero (cache, 1, 0, false), -EIO);
+  CHECK_EQ (cache_flush (cache), -EIO);
+  CHECK_EQ (cache_pread (cache, buf, SIZE, 0), 0);
+  CHECK (memcmp (buf, shadow, SIZE) == 0);
+  CHECK_EQ (stop (), -EIO);                   /* the dirty chunk is lost */
+  objstore_get_stats (inner, &s1);
+  CHECK_EQ (s1.puts - s0.puts, 0);
+  /* Put the store back in step with the shadow for later tests. */
+  memset (shadow + 30 * CHUNK, 0, CHUNK);
+  start (16 << 20, 2, 0);
+  CHECK_EQ (cache_pread (cache, buf, SIZE, 0), 0);
+  memcpy (shadow, buf, SIZE);
+  CHECK_EQ (stop (), 0);
+}
+
+/* Writers in threads, a flusher in another: each flush covers what was
+ * written before it, while writes go on.
+ */
+struct writer {
+  pthread_t t;
+  unsigned id;
+  int errors;
+};
+static volatile int writers_stop;
+
+static void *
+writer_thread (void *arg)
+{
+  struct writer *w = arg;
+  uint64_t base = (uint64_t) w->id * (SIZE / 4);
+  uint64_t seed = w->id + 1;
+
+  while (!__atomic_load_n (&writers_stop, __ATOMIC_ACQUIRE)) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    uint64_t off = base + (seed >> 20) % (SIZE / 4 - 5000);
+    uint32_t len = 1 + (seed >> 8) % 5000;
+    for (uint32_t i = 0; i < len; ++i)
+      shadow[off + i] = seed >> (i % 56);
+    if (cache_pwrite (cache, shadow + off, len, off, false) != 0)
+      w->errors++;
+  }
+  return NULL;
+}
+
+static void
+test_concurrent (void)
+{
+  struct writer w[4];
+
+  start (16 << 20, 3, 0.005);
+  writers_stop = 0;
+  for (unsigned i = 0; i < 4; ++i) {
+    w[i].id = i;
+    w[i].errors = 0;
+    pthread_create (&w[i].t, NULL, writer_thread, &w[i]);
+  }
+  for (int i = 0; i < 20; ++i) {
+    CHECK_EQ (cache_flush (cache), 0);
+    usleep (10000);
+  }
+  __atomic_store_n (&writers_stop, 1, __ATOMIC_RELEASE);
+  for (unsigned i = 0; i < 4; ++i) {
+    pthread_join (w[i].t, NULL);
+    CHECK_EQ (w[i].errors, 0);
+  }
+  CHECK_EQ (cache_flush (cache), 0);
+  CHECK_EQ (cache_pread (cache, buf, SIZE, 0), 0);
+  CHECK (memcmp (buf, shadow, SIZE) == 0);
+  CHECK_EQ (stop (), 0);
+  verify_store ("concurrent writers");
+}
+
+/* Back-pressure: with uploads stalled, a writer filling the cache waits
+ * instead of growing memory; released, it finishes.
+ */
+struct bulk {
+  pthread_t t;
+  volatile int done;
+  int r;
+};
+
+static void *
+bulk_thread (void *arg)
+{
+  struct bulk *b = arg;
+
+  for (uint64_t c = 0; c < NCHUNKS && b->r == 0; ++c) {
+    memset (shadow + c * CHUNK, (int) c + 1, CHUNK);
+    b->r = cache_pwrite (cache, shadow + c * CHUNK, CHUNK, c * CHUNK, false);
+  }
+  __atomic_store_n (&b->done, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+static void
+test_back_pressure (void)
+{
+  struct bulk b = { 0 };
+  struct cache_stats st;
+
+  /* The cache rounds tiny limits up to 2 chunks per worker (+1): 6. */
+  start (1, 2, 0);
+  objstore_fault_set (os, FAULT_OP_PUT, FAULT_STALL, 0, 0, UINT32_MAX);
+  pthread_create (&b.t, NULL, bulk_thread, &b);
+  usleep (300 * 1000);
+  CHECK_EQ (__atomic_load_n (&b.done, __ATOMIC_ACQUIRE), 0);
+  cache_get_stats (cache, &st);
+  CHECK (st.mem_bytes <= 6 * CHUNK);
+  objstore_fault_release (os);
+  pthread_join (b.t, NULL);
+  CHECK_EQ (b.r, 0);
+  cache_get_stats (cache, &st);
+  CHECK (st.pressure_wait > 0.1);
+  CHECK (st.mem_bytes <= 6 * CHUNK);
+  CHECK_EQ (stop (), 0);
+  verify_store ("back-pressure");
+}
+
+int
+main (void)
+{
+  unit_init ();
+  dir = unit_tmpdir ();
+  test_random ();
+  test_no_get_for_holes ();
+  test_flush_waits_for_inflight ();
+  test_stall_does_not_block_others ();
+  test_flush_reports_failure ();
+  test_fua ();
+  test_zero_deletes ();
+  test_corrupt_reads ();
+  test_failed_state ();
+  test_concurrent ();
+  test_back_pressure ();
+  unit_rmdir (dir);
+  return unit_done ("test-cache");
+}

@@ -1,0 +1,146 @@
+/* s3chunk: unit tests of the chunk store: creating, reopening, growing and
+ * refusing volumes; chunk round trips; zero chunks as no object; the map.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <string.h>
+
+#include "chunkstore.h"
+#include "unit.h"
+
+#define CHUNK (64 * 1024)
+
+static struct cs_volume *
+open_vol (struct objstore *os, uint64_t size, uint32_t chunk, int level,
+          int expect)
+{
+  struct cs_volume_params p = { .size = size, .chunk_size = chunk,
+                                .level = level };
+  struct cs_volume *v = NULL;
+
+  CHECK_EQ (cs_volume_open (os, &p, &v), expect);
+  return v;
+}
+
+int
+main (void)
+{
+  char *dir = unit_tmpdir ();
+  struct objstore *os;
+  struct cs_volume *v;
+  struct codec_ctx *ctx = codec_ctx_new ();
+  struct cs_buf scratch = CS_BUF_INIT, b = CS_BUF_INIT;
+  static uint8_t data[CHUNK], back[CHUNK];
+  uint8_t id[CODEC_VOLUME_ID_SIZE];
+  uint64_t idx;
+  char key[32];
+
+  unit_init ();
+  CHECK_EQ (objstore_dir_open (dir, false, &os), 0);
+
+  /* Nothing there and no size: a clear refusal. */
+  open_vol (os, 0, 0, -1, -ENOENT);
+  CHECK (unit_logged ("give size="));
+
+  /* Create. */
+  v = open_vol (os, 10 * CHUNK + 512, CHUNK, 3, 0);
+  CHECK (v && v->size == 10 * CHUNK + 512 && v->chunk_size == CHUNK);
+  CHECK_EQ (v->nchunks, 11);
+  CHECK_EQ (v->level, 3);
+  memcpy (id, v->volume_id, sizeof id);
+  CHECK_EQ (cs_map_load (v), 0);
+  CHECK_EQ (cs_map_count (v), 0);
+
+  /* Chunks: round trip, all-zero is no object, the map follows. */
+  for (size_t i = 0; i < CHUNK; ++i)
+    data[i] = i * 7 + 1;
+  CHECK_EQ (cs_chunk_write (v, ctx, 4, data, &scratch), 0);
+  CHECK (cs_map_test (v, 4) && !cs_map_test (v, 5));
+  CHECK_EQ (cs_chunk_read (v, ctx, 4, back, &scratch), 0);
+  CHECK (memcmp (data, back, CHUNK) == 0);
+  CHECK_EQ (cs_chunk_read (v, ctx, 5, back, &scratch), 0);
+  CHECK (cs_is_zero (back, CHUNK));
+  cs_chunk_key (4, key, sizeof key);
+  CHECK (strcmp (key, "chunks/0000000000000004") == 0);
+  CHECK (cs_chunk_key_parse (key, &idx) && idx == 4);
+  CHECK (!cs_chunk_key_parse ("chunks/00000000000000zz", &idx));
+  CHECK (!cs_chunk_key_parse ("chunks/4", &idx));
+  CHECK (!cs_chunk_key_parse ("superblock", &idx));
+  CHECK_EQ (objstore_get (os, key, 1 << 20, &b, NULL), 0);
+  memset (data, 0, CHUNK);
+  CHECK_EQ (cs_chunk_write (v, ctx, 4, data, &scratch), 0);
+  CHECK_EQ (objstore_get (os, key, 1 << 20, &b, NULL), -ENOENT);
+  CHECK (!cs_map_test (v, 4));
+  data[CHUNK - 1] = 1;
+  CHECK_EQ (cs_chunk_write (v, ctx, 10, data, &scratch), 0);
+  cs_volume_close (v);
+
+  /* Reopen: same geometry and id; the map is rebuilt from a listing. */
+  v = open_vol (os, 0, 0, -1, 0);
+  CHECK (v && v->size == 10 * CHUNK + 512 && memcmp (id, v->volume_id, 16) == 0);
+  CHECK_EQ (cs_map_load (v), 0);
+  CHECK_EQ (cs_map_count (v), 1);
+  CHECK (cs_map_test (v, 10));
+  CHECK_EQ (cs_chunk_read (v, ctx, 10, back, &scratch), 0);
+  CHECK (memcmp (data, back, CHUNK) == 0);
+  cs_volume_close (v);
+
+  /* Refusals: another chunk size, another level, a smaller size. */
+  open_vol (os, 0, CHUNK * 2, -1, -EINVAL);
+  CHECK (unit_logged ("chunk-size"));
+  open_vol (os, 0, 0, 5, -EINVAL);
+  CHECK (unit_logged ("level"));
+  open_vol (os, CHUNK, 0, -1, -EINVAL);
+  CHECK (unit_logged ("smaller"));
+  /* The same values are accepted. */
+  v = open_vol (os, 10 * CHUNK + 512, CHUNK, 3, 0);
+  cs_volume_close (v);
+
+  /* Grow: new chunks read as zeroes, the old ones stay. */
+  v = open_vol (os, 20 * CHUNK, 0, -1, 0);
+  CHECK (v && v->size == 20 * CHUNK && v->nchunks == 20);
+  CHECK_EQ (cs_map_load (v), 0);
+  CHECK (cs_map_test (v, 10) && !cs_map_test (v, 19));
+  cs_volume_close (v);
+  v = open_vol (os, 0, 0, -1, 0);
+  CHECK (v && v->size == 20 * CHUNK);
+  cs_volume_close (v);
+
+  /* A foreign object among the chunks is reported, not fatal. */
+  CHECK_EQ (objstore_put (os, "chunks/stray", "x", 1, NULL), 0);
+  CHECK_EQ (objstore_put (os, "chunks/00000000000000ff", "x", 1, NULL), 0);
+  v = open_vol (os, 0, 0, -1, 0);
+  CHECK_EQ (cs_map_load (v), 0);
+  CHECK (unit_logged ("chunks/"));
+  CHECK_EQ (cs_map_count (v), 1);
+  cs_volume_close (v);
+
+  /* Damaged superblocks are refused with the key named. */
+  static const char *bad[] = {
+    "garbage",
+    "s3chunk volume\nformat-version=2\n",
+    "s3chunk volume\nformat-version=1\nsize=1024\n",
+    "s3chunk volume\nformat-version=1\nvolume-id=00112233445566778899aabbccddeeff\n"
+    "size=1024\nchunk-size=3000\ncodec=zstd\nlevel=1\ncreated=1\n",
+    "s3chunk volume\nformat-version=1\nvolume-id=00112233445566778899aabbccddeeff\n"
+    "size=1024\nchunk-size=65536\ncodec=zstd\nlevel=1\ncreated=1\nfuture=1\n",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; ++i) {
+    struct cs_volume tmp;
+    memset (&tmp, 0, sizeof tmp);
+    CHECK_EQ (cs_superblock_parse ("superblock", bad[i], strlen (bad[i]),
+                                   &tmp), -EIO);
+    CHECK (unit_logged ("superblock"));
+  }
+  CHECK_EQ (objstore_put (os, "superblock", bad[1], strlen (bad[1]), NULL), 0);
+  open_vol (os, 0, 0, -1, -EIO);
+  CHECK (unit_logged ("format version 2"));
+
+  cs_buf_free (&scratch);
+  cs_buf_free (&b);
+  codec_ctx_free (ctx);
+  objstore_close (os);
+  unit_rmdir (dir);
+  return unit_done ("test-chunkstore");
+}
