@@ -290,6 +290,21 @@ test_zero_deletes (void)
   verify_store ("zero");
 }
 
+/* A partial zero of a never-stored chunk, then a zero of everything (what
+ * mkfs's discard does), with uploads delayed so both meet in the cache.
+ */
+static void
+test_zero_twice (void)
+{
+  start (16 << 20, 2, 3600);
+  memset (shadow + 40 * CHUNK, 0, SIZE - 40 * CHUNK);
+  CHECK_EQ (cache_zero (cache, 4096, 40 * CHUNK, false), 0);
+  CHECK_EQ (cache_zero (cache, SIZE - 40 * CHUNK, 40 * CHUNK, false), 0);
+  CHECK_EQ (cache_flush (cache), 0);
+  CHECK_EQ (stop (), 0);
+  verify_store ("zero twice");
+}
+
 /* A damaged object gives EIO on the reads that touch it, never wrong
  * bytes; the other chunks stay readable.
  */
@@ -455,6 +470,7 @@ main (void)
   test_flush_reports_failure ();
   test_fua ();
   test_zero_deletes ();
+  test_zero_twice ();
   test_corrupt_reads ();
   test_failed_state ();
   test_concurrent ();
