@@ -8,10 +8,15 @@
  * moved; a chunk with no entry is whatever the store holds (zeroes when the
  * allocation map says it has no object).
  *
- *   LOADING    !valid, loading.  One thread fetches the object; everyone
- *              else who needs the chunk pins the entry and waits on
- *              c->cond.  If the fetch fails, load_err is set and the
- *              waiters return it; the next access starts a new fetch.
+ *   LOADING    !valid, loading.  One thread fetches the object into
+ *              e->loadbuf; everyone else who needs the chunk pins the
+ *              entry and waits on c->cond.  If the fetch fails, load_err is
+ *              set and the waiters return it; the next access starts a new
+ *              fetch.  A fetch may be queued (fetch_queued, on the fetch
+ *              list, pinned by the queue) for a worker: read-ahead, and the
+ *              other chunks of a read that spans several.  A reader that
+ *              needs a queued chunk takes it off the queue and fetches it
+ *              itself rather than wait behind uploads.
  *   CLEAN      valid, version == persisted, !uploading.  On the LRU list;
  *              the only state that may be evicted (and only with pins 0).
  *   DIRTY      valid, version > persisted, !uploading.  On the dirty list,
@@ -76,7 +81,8 @@ struct entry {
   uint64_t idx;
   uint8_t *data;                /* chunk_size bytes, or NULL */
   bool valid, zero, loading, uploading, urgent;
-  bool on_lru, on_dirty;
+  bool on_lru, on_dirty, fetch_queued;
+  uint8_t *loadbuf;             /* LOADING: the counted buffer being filled */
   int load_err;
   unsigned pins;
   unsigned fails;               /* failed uploads since the last success */
@@ -86,6 +92,7 @@ struct entry {
   struct entry *hnext;
   TAILQ_ENTRY (entry) lru;
   TAILQ_ENTRY (entry) dirty;
+  TAILQ_ENTRY (entry) fetch;
 };
 
 TAILQ_HEAD (entry_list, entry);
@@ -110,7 +117,9 @@ struct cache {
 
   struct entry **table;
   size_t buckets, nentries;
-  struct entry_list lru_list, dirty_list;
+  struct entry_list lru_list, dirty_list, fetch_list;
+  uint64_t last_read_idx;       /* read-ahead: the last chunk read */
+  uint64_t ra_until;            /* read-ahead: queued up to this chunk */
   uint64_t mem, limit, dirty_bytes;
   unsigned flushers;            /* flushes waiting: upload without delay */
   unsigned mem_waiters;         /* threads waiting for a buffer */
@@ -402,22 +411,21 @@ chunk_bytes (struct cache *c, uint64_t idx)
   return c->chunk_size;
 }
 
-/* Fetch chunk e (LOADING, pinned by us) from the store.  Called with the
- * lock held; drops it for the request.  buf is a counted buffer.
+/* Fetch chunk e (LOADING, its buffer in e->loadbuf, pinned by us) from
+ * the store.  Called with the lock held; drops it for the request.
  */
 static int
-load (struct cache *c, struct entry *e, uint8_t *buf)
+do_load (struct cache *c, struct entry *e, struct codec_ctx *ctx,
+         struct cs_buf *scratch)
 {
-  struct tls *t;
+  uint8_t *buf = e->loadbuf;
   int r;
 
-  e->loading = true;
-  e->load_err = 0;
   pthread_mutex_unlock (&c->lock);
-  t = get_tls (c);
-  r = t ? cs_chunk_read (c->v, t->ctx, e->idx, buf, &t->scratch) : -ENOMEM;
+  r = cs_chunk_read (c->v, ctx, e->idx, buf, scratch);
   pthread_mutex_lock (&c->lock);
   e->loading = false;
+  e->loadbuf = NULL;
   c->st.loads++;
   if (r == 0) {
     e->valid = true;
@@ -437,6 +445,106 @@ load (struct cache *c, struct entry *e, uint8_t *buf)
   return r;
 }
 
+/* Fetch in this thread, with its own codec context. */
+static int
+load_here (struct cache *c, struct entry *e)
+{
+  struct tls *t;
+
+  pthread_mutex_unlock (&c->lock);
+  t = get_tls (c);
+  pthread_mutex_lock (&c->lock);
+  if (t == NULL) {
+    e->loading = false;
+    free_buffer (c, e->loadbuf);
+    e->loadbuf = NULL;
+    e->load_err = -ENOMEM;
+    pthread_cond_broadcast (&c->cond);
+    return -ENOMEM;
+  }
+  return do_load (c, e, t->ctx, &t->scratch);
+}
+
+static void
+begin_load (struct entry *e, uint8_t *buf)
+{
+  e->loading = true;
+  e->load_err = 0;
+  e->loadbuf = buf;
+}
+
+/* Queue a fetch of chunk idx for a worker, if it is stored, not cached,
+ * and a buffer is free without waiting (read-ahead never blocks readers
+ * or evicts dirty data).
+ */
+static void
+queue_fetch (struct cache *c, uint64_t idx)
+{
+  struct entry *e;
+  uint8_t *buf;
+
+  if (idx >= c->v->nchunks || !cs_map_test (c->v, idx))
+    return;
+  e = lookup (c, idx);
+  if (e && (e->valid || e->loading))
+    return;
+  if (c->mem + c->chunk_size > c->limit) {
+    TAILQ_FOREACH (e, &c->lru_list, lru)
+      if (e->pins == 0 && e->idx != idx)
+        break;
+    if (e == NULL)
+      return;
+    entry_free (c, e);
+  }
+  buf = calloc (1, c->chunk_size);
+  if (buf == NULL)
+    return;
+  c->mem += c->chunk_size;
+  e = lookup (c, idx);
+  if (e == NULL && (e = entry_new (c, idx)) == NULL) {
+    free_buffer (c, buf);
+    return;
+  }
+  begin_load (e, buf);
+  e->pins++;                            /* the queue's */
+  e->fetch_queued = true;
+  TAILQ_INSERT_TAIL (&c->fetch_list, e, fetch);
+  pthread_cond_signal (&c->work);
+}
+
+/* Take a queued fetch off the queue; the queue's pin becomes the caller's. */
+static void
+dequeue_fetch (struct cache *c, struct entry *e)
+{
+  TAILQ_REMOVE (&c->fetch_list, e, fetch);
+  e->fetch_queued = false;
+}
+
+/* Before a read of chunks first..last: fetch the others in parallel, and
+ * when reads are sequential, the next chunks too.
+ */
+static void
+prefetch (struct cache *c, uint64_t first, uint64_t last)
+{
+  uint64_t i, from, to;
+
+  for (i = first + 1; i <= last; ++i)
+    queue_fetch (c, i);
+  if (c->p.readahead == 0)
+    return;
+  if (first == c->last_read_idx || first == c->last_read_idx + 1) {
+    from = last + 1 > c->ra_until + 1 ? last + 1 : c->ra_until + 1;
+    to = last + c->p.readahead;
+    for (i = from; i <= to; ++i)
+      queue_fetch (c, i);
+    if (to > c->ra_until)
+      c->ra_until = to;
+  }
+  else
+    c->ra_until = last;
+  c->last_read_idx = last;
+}
+
 /* Make chunk idx present and valid in the cache, for a read or a write of
  * [off, off+len) of it.  need_data: the caller will modify bytes, so a zero
  * entry gets a buffer.  On success returns the entry pinned.  *entry is NULL
@@ -453,6 +561,19 @@ get_entry (struct cache *c, uint64_t idx, bool for_write, bool need_data,
 
  again:
   e = lookup (c, idx);
+  if (e && e->fetch_queued) {
+    /* Queued for a worker: fetch it now rather than wait in line. */
+    dequeue_fetch (c, e);
+    if (!for_write)
+      c->st.misses++;
+    r = load_here (c, e);
+    unpin (c, e);
+    if (r < 0) {
+      free_buffer (c, buf);
+      return r;
+    }
+    goto again;
+  }
   if (e && e->loading) {
     e->pins++;
     while (e->loading)
@@ -515,7 +636,8 @@ get_entry (struct cache *c, uint64_t idx, bool for_write, bool need_data,
   else {
     if (!for_write)
       c->st.misses++;
-    r = load (c, e, buf);
+    begin_load (e, buf);
+    r = load_here (c, e);
     if (r < 0) {
       unpin (c, e);
       return r;
@@ -625,6 +747,9 @@ cache_pread (struct cache *c, void *buf, uint32_t count, uint64_t offset)
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
   c->st.reads++;
   c->st.bytes_read += count;
+  if (count > 0)
+    prefetch (c, offset >> c->v->chunk_shift,
+              (offset + count - 1) >> c->v->chunk_shift);
   while (count > 0) {
     uint64_t idx = offset >> c->v->chunk_shift;
     uint32_t off = offset & (c->chunk_size - 1);
@@ -869,6 +994,13 @@ worker_main (void *arg)
     uint64_t version;
     int r;
 
+    e = TAILQ_FIRST (&c->fetch_list);
+    if (e) {
+      dequeue_fetch (c, e);
+      do_load (c, e, w->ctx, &w->enc);
+      unpin (c, e);
+      continue;
+    }
     e = c->failed ? NULL : pick (c, t, &wake);
     if (e == NULL) {
       struct timespec ts;
@@ -940,6 +1072,7 @@ cache_open (struct cs_volume *v, const struct cache_params *p,
   pthread_cond_init (&c->cond, NULL);
   TAILQ_INIT (&c->lru_list);
   TAILQ_INIT (&c->dirty_list);
+  TAILQ_INIT (&c->fetch_list);
   c->buckets = 1024;
   c->table = calloc (c->buckets, sizeof *c->table);
   c->nworkers = p->workers ? p->workers : 1;
@@ -1048,6 +1181,7 @@ cache_close (struct cache *c)
     while ((e = c->table[i]) != NULL) {
       c->table[i] = e->hnext;
       free (e->data);
+      free (e->loadbuf);              /* a queued fetch nobody ran */
       free (e);
     }
   for (i = 0; c->workers && i < c->nworkers; ++i) {

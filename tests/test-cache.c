@@ -40,7 +40,7 @@ start (uint64_t cache_size, unsigned workers, double delay)
   struct cs_volume_params vp = { .size = SIZE, .chunk_size = CHUNK,
                                  .level = 1 };
   struct cache_params cp = { .cache_size = cache_size, .workers = workers,
-                             .upload_delay = delay };
+                             .upload_delay = delay, .readahead = 4 };
 
   CHECK_EQ (objstore_dir_open (dir, true, &inner), 0);
   CHECK_EQ (objstore_fault_wrap (inner, &os), 0);
@@ -290,6 +290,36 @@ test_zero_deletes (void)
   verify_store ("zero");
 }
 
+/* Sequential reads fetch ahead; the prefetched chunks are hits later, and
+ * a read spanning several chunks gets them all right.
+ */
+static void
+test_readahead (void)
+{
+  struct cache_stats st;
+
+  start (16 << 20, 2, 0);
+  write_shadow (0, 16 * CHUNK, false);
+  CHECK_EQ (stop (), 0);
+
+  start (16 << 20, 2, 0);
+  CHECK_EQ (cache_pread (cache, buf, 100, 0), 0);
+  CHECK_EQ (cache_pread (cache, buf + 100, CHUNK, 100), 0);
+  CHECK (memcmp (buf, shadow, CHUNK + 100) == 0);
+  for (int i = 0; i < 2000; ++i) {
+    cache_get_stats (cache, &st);
+    if (st.loads >= 6)
+      break;
+    usleep (1000);
+  }
+  CHECK (st.loads >= 6);                /* chunks 0, 1 and 4 ahead */
+  CHECK_EQ (cache_pread (cache, buf, 5 * CHUNK, CHUNK), 0);
+  CHECK (memcmp (buf, shadow + CHUNK, 5 * CHUNK) == 0);
+  cache_get_stats (cache, &st);
+  CHECK (st.hits >= 3);
+  CHECK_EQ (stop (), 0);
+}
+
 /* A partial zero of a never-stored chunk, then a zero of everything (what
  * mkfs's discard does), with uploads delayed so both meet in the cache.
  */
@@ -471,6 +501,7 @@ main (void)
   test_fua ();
   test_zero_deletes ();
   test_zero_twice ();
+  test_readahead ();
   test_corrupt_reads ();
   test_failed_state ();
   test_concurrent ();
