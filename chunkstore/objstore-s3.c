@@ -1,0 +1,1466 @@
+/* s3chunk: the S3 object store: any S3-compatible bucket (AWS, MinIO, Ceph
+ * RGW, R2...).
+ *
+ * Requests: GetObject, PutObject (conditional with If-None-Match: * or
+ * If-Match), DeleteObject, DeleteObjects (POST ?delete, 1000 keys a time)
+ * and ListObjectsV2, each signed with SigV4 (sigv4.c) and a signed payload
+ * hash, so the server checks the body too.  XML is read by s3-xml.c, the
+ * credentials found by s3-creds.c.
+ *
+ * Connections: a bounded pool of curl easy handles, one per connection kept
+ * alive.  A request takes a free handle (or makes one while fewer than
+ * `connections` exist, or waits), uses it alone, and gives it back; a handle
+ * is never used by two threads at once.  The pool's mutex is never held
+ * across network I/O.
+ *
+ * Failures: s3_retryable() is the one list of what is retried (5xx, 429,
+ * 408, S3's RequestTimeout / SlowDown codes, timeouts and connection
+ * failures); everything else is final.  Retries back off exponentially with
+ * full jitter (100 ms base, 5 s cap), are signed afresh (new x-amz-date),
+ * and stop when the operation's retry_time is spent.  s3_errno() is the one
+ * map from HTTP status and curl result to errno.
+ *
+ * Conditional puts and ambiguity: a put_if whose request may have reached
+ * the store without us seeing the answer (a timeout, a dropped connection,
+ * a 500/502/504) has an unknown outcome.  If that is the last attempt, the
+ * answer is -ETIMEDOUT.  If a retry then fails its condition (412), that
+ * may be our own earlier attempt having landed, so the answer is also
+ * -ETIMEDOUT, never -EEXIST: the caller re-reads (objstore.h).
+ *
+ * Conditional headers: If-Match carries the etag bare, without quotes: Ceph
+ * radosgw 16.2 compares the bare value and fails every quoted one with 412,
+ * and AWS and MinIO accept it bare.
+ */
+#include <config.h>
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "objstore.h"
+#include "s3-creds.h"
+#include "s3-xml.h"
+#include "sigv4.h"
+
+#define DEFAULT_CONNECTIONS 16
+#define DEFAULT_RETRY_TIME 60.0
+#define DEFAULT_REQUEST_TIMEOUT 30.0
+#define CONNECT_TIMEOUT 10.0    /* seconds, at most */
+#define PROBE_RETRY_TIME 15.0   /* seconds the startup check may retry */
+#define BACKOFF_BASE 0.1        /* seconds */
+#define BACKOFF_CAP 5.0         /* seconds */
+#define DELETE_BATCH 1000       /* DeleteObjects' limit */
+#define ERROR_BODY_MAX 65536    /* bytes of an error body kept */
+#define RESERVE_MAX (256 << 20) /* largest Content-Length trusted ahead */
+
+#define CLOCK_HINT \
+  "check the access key, secret key, region and the machine's clock"
+
+struct s3store {
+  struct objstore os;           /* must be first */
+
+  char *bucket;
+  char *prefix;                 /* "" or "a/b/" */
+  char *endpoint;               /* as given or defaulted, for messages */
+  char *url_base;               /* "https://bucket.host:port" */
+  char *host;                   /* the Host header: "bucket.host:port" */
+  char *path_base;              /* encoded "/base/bucket" or "/base" or "" */
+  char *region;
+  char *ca_file;
+  bool path_style;
+  struct s3_creds creds;
+  double retry_time;            /* < 0: no retries */
+  double request_timeout;
+
+  pthread_mutex_t lock;         /* protects the pool below */
+  pthread_cond_t cond;          /* a handle was returned */
+  CURL **idle;                  /* free handles, max_handles slots */
+  unsigned n_idle, n_handles, max_handles;
+};
+
+static const struct objstore_ops s3_ops;
+
+/* ------------------------------------------------------------- globals */
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_result;
+
+static void
+init_curl (void)
+{
+  curl_init_result = curl_global_init (CURL_GLOBAL_DEFAULT);
+}
+
+/* A per-thread generator for the jitter, seeded from the clock and the
+ * thread, so threads do not retry in step.
+ */
+static __thread uint64_t rng_state;
+
+static double
+random_unit (void)
+{
+  uint64_t x = rng_state;
+
+  if (x == 0) {
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    x = (uint64_t) ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^
+      (uint64_t) (uintptr_t) &rng_state ^ (uint64_t) ts.tv_sec;
+    if (x == 0)
+      x = 1;
+  }
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  rng_state = x;
+  return (double) (x >> 11) / (double) (1ULL << 53);
+}
+
+static double
+now_monotonic (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+sleep_seconds (double s)
+{
+  struct timespec ts;
+
+  if (s <= 0)
+    return;
+  ts.tv_sec = (time_t) s;
+  ts.tv_nsec = (long) ((s - (double) ts.tv_sec) * 1e9);
+  while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
+    ;
+}
+
+/* asprintf that returns the string, or NULL on failure. */
+static char *
+xasprintf (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+
+static char *
+xasprintf (const char *fmt, ...)
+{
+  va_list ap;
+  char *s;
+  int r;
+
+  va_start (ap, fmt);
+  r = vasprintf (&s, fmt, ap);
+  va_end (ap);
+  return r < 0 ? NULL : s;
+}
+
+/* ---------------------------------------------------------------- pool */
+
+/* Take a handle: a free one, a new one while under the limit, or wait. */
+static CURL *
+pool_get (struct s3store *st)
+{
+  CURL *h = NULL;
+  bool make = false;
+
+  pthread_mutex_lock (&st->lock);
+  while (st->n_idle == 0 && st->n_handles >= st->max_handles)
+    pthread_cond_wait (&st->cond, &st->lock);
+  if (st->n_idle > 0)
+    h = st->idle[--st->n_idle];
+  else {
+    st->n_handles++;
+    make = true;
+  }
+  pthread_mutex_unlock (&st->lock);
+
+  if (make) {
+    h = curl_easy_init ();
+    if (h == NULL) {
+      pthread_mutex_lock (&st->lock);
+      st->n_handles--;
+      pthread_cond_signal (&st->cond);
+      pthread_mutex_unlock (&st->lock);
+    }
+  }
+  return h;
+}
+
+static void
+pool_put (struct s3store *st, CURL *h)
+{
+  pthread_mutex_lock (&st->lock);
+  st->idle[st->n_idle++] = h;
+  pthread_cond_signal (&st->cond);
+  pthread_mutex_unlock (&st->lock);
+}
+
+/* ------------------------------------------------------------ requests */
+
+/* One S3 request, retried as a whole.  The caller fills the inputs; the
+ * outputs describe the last attempt.
+ */
+struct s3_call {
+  /* Inputs. */
+  const char *op;               /* "get", "put"... for messages */
+  const char *key;              /* the volume's key, for messages */
+  const char *method;
+  const char *object;           /* full object name, NULL for the bucket */
+  const struct sigv4_param *params;
+  size_t n_params;
+  const void *body;
+  size_t body_len;
+  const char *content_type;
+  const char *content_md5;      /* base64, or NULL */
+  const char *cond_name;        /* "If-None-Match" / "If-Match", or NULL */
+  const char *cond_value;
+  struct cs_buf *out;           /* a 2xx body goes here; NULL: dropped */
+  size_t max_len;               /* larger 2xx bodies: -EFBIG (default:
+                                   SIZE_MAX) */
+  bool conditional;             /* put_if: ambiguous outcomes matter */
+  double retry_time;            /* this call's budget */
+  bool quiet_enoent;            /* -ENOENT is an answer: do not log it */
+  bool quiet_eexist;            /* -EEXIST is an answer: do not log it */
+  bool quiet;                   /* the caller logs every failure itself */
+
+  /* Outputs of the last attempt. */
+  CURLcode cc;
+  long status;
+  bool efbig;
+  bool in_2xx;                  /* parsing a 2xx response right now */
+  char etag[128];
+  int64_t mtime, date;
+  char request_id[128];
+  char bucket_region[64];
+  struct s3_error err;
+  struct cs_buf err_body;
+  char errbuf[CURL_ERROR_SIZE];
+  unsigned attempts;
+  bool ambiguous_seen;          /* some attempt may have taken effect */
+  double elapsed;
+};
+
+static bool
+is_2xx (long status)
+{
+  return status >= 200 && status < 300;
+}
+
+/* The one list of what is worth retrying. */
+static bool
+s3_retryable (const struct s3_call *c)
+{
+  if (c->efbig)
+    return false;
+  switch (c->cc) {
+  case CURLE_OK:
+    break;
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_OPERATION_TIMEDOUT:
+  case CURLE_SEND_ERROR:
+  case CURLE_RECV_ERROR:
+  case CURLE_GOT_NOTHING:
+  case CURLE_PARTIAL_FILE:
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_HTTP2:
+  case CURLE_HTTP2_STREAM:
+  case CURLE_WEIRD_SERVER_REPLY:
+    return true;
+  default:
+    return false;
+  }
+  switch (c->status) {
+  case 408: case 429:
+  case 500: case 502: case 503: case 504:
+    return true;
+  }
+  /* S3 says these with other statuses too (RequestTimeout is a 400). */
+  return strcmp (c->err.code, "RequestTimeout") == 0 ||
+    strcmp (c->err.code, "SlowDown") == 0 ||
+    strcmp (c->err.code, "InternalError") == 0 ||
+    strcmp (c->err.code, "ServiceUnavailable") == 0;
+}
+
+/* Could this failed attempt have changed the object all the same?  Only
+ * when the request may have been received and acted on but we never saw
+ * a definite answer.
+ */
+static bool
+s3_ambiguous (const struct s3_call *c)
+{
+  switch (c->cc) {
+  case CURLE_OK:
+    return c->status == 500 || c->status == 502 || c->status == 504;
+  case CURLE_OPERATION_TIMEDOUT:
+  case CURLE_SEND_ERROR:
+  case CURLE_RECV_ERROR:
+  case CURLE_GOT_NOTHING:
+  case CURLE_PARTIAL_FILE:
+  case CURLE_HTTP2:
+  case CURLE_HTTP2_STREAM:
+  case CURLE_WEIRD_SERVER_REPLY:
+    return true;
+  default:
+    return false;
+  }
+}
+
+/* The one map from an HTTP status / curl result to errno. */
+static int
+s3_errno (const struct s3_call *c)
+{
+  if (c->efbig)
+    return -EFBIG;
+  switch (c->cc) {
+  case CURLE_OK:
+    break;
+  case CURLE_OPERATION_TIMEDOUT:
+    return -ETIMEDOUT;
+  case CURLE_COULDNT_CONNECT:
+    return -ECONNREFUSED;
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+    return -EHOSTUNREACH;
+  case CURLE_OUT_OF_MEMORY:
+    return -ENOMEM;
+  default:
+    return -EIO;
+  }
+  if (is_2xx (c->status))
+    return 0;
+  switch (c->status) {
+  case 401:
+  case 403:
+    return -EACCES;
+  case 404:
+    /* A missing bucket is a broken setup, not a missing object. */
+    return strcmp (c->err.code, "NoSuchBucket") == 0 ? -EIO : -ENOENT;
+  case 408:
+    return -ETIMEDOUT;
+  case 409:
+    return strcmp (c->err.code, "ConditionalRequestConflict") == 0 ?
+      -EEXIST : -EIO;
+  case 412:
+    return -EEXIST;
+  case 400:
+    return strcmp (c->err.code, "RequestTimeout") == 0 ?
+      -ETIMEDOUT : -EINVAL;
+  default:
+    return -EIO;
+  }
+}
+
+/* "HTTP 503 SlowDown: Please reduce your request rate." or
+ * "curl error 7: Failed to connect to ...".
+ */
+static void
+describe (const struct s3_call *c, char *buf, size_t size)
+{
+  if (c->efbig)
+    snprintf (buf, size, "object larger than %zu bytes", c->max_len);
+  else if (c->cc != CURLE_OK)
+    snprintf (buf, size, "curl error %d: %s", (int) c->cc,
+              c->errbuf[0] ? c->errbuf : curl_easy_strerror (c->cc));
+  else
+    snprintf (buf, size, "HTTP %ld%s%s%s%s", c->status,
+              c->err.code[0] ? " " : "", c->err.code,
+              c->err.message[0] ? ": " : "", c->err.message);
+}
+
+static int
+full_path (struct s3store *st, const char *object, char **out)
+{
+  CLEANUP_FREE char *enc = NULL;
+
+  if (object == NULL) {
+    *out = strdup (st->path_base[0] ? st->path_base : "/");
+    return *out ? 0 : -ENOMEM;
+  }
+  enc = sigv4_uri_encode (object, false);
+  *out = enc ? xasprintf ("%s/%s", st->path_base, enc) : NULL;
+  return *out ? 0 : -ENOMEM;
+}
+
+/* Header lines.  Names are matched case-insensitively. */
+static bool
+header_is (const char *line, size_t len, const char *name, const char **val)
+{
+  size_t n = strlen (name);
+
+  if (len <= n || strncasecmp (line, name, n) != 0 || line[n] != ':')
+    return false;
+  *val = line + n + 1;
+  return true;
+}
+
+/* Copy a header value into buf, trimmed, without CR/LF. */
+static void
+header_value (const char *v, const char *end, char *buf, size_t size)
+{
+  size_t n;
+
+  while (v < end && (*v == ' ' || *v == '\t'))
+    ++v;
+  while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' ||
+                     end[-1] == '\t'))
+    --end;
+  n = (size_t) (end - v);
+  if (n >= size)
+    n = size - 1;
+  memcpy (buf, v, n);
+  buf[n] = '\0';
+}
+
+static size_t
+header_cb (char *line, size_t size, size_t nitems, void *opaque)
+{
+  struct s3_call *c = opaque;
+  size_t len = size * nitems;
+  const char *end = line + len, *v;
+  char value[256];
+
+  if (len >= 5 && strncmp (line, "HTTP/", 5) == 0) {
+    /* A new response (after a 100 Continue, say): start over. */
+    const char *sp = memchr (line, ' ', len);
+    c->status = sp ? strtol (sp + 1, NULL, 10) : 0;
+    c->in_2xx = is_2xx (c->status);
+    c->etag[0] = c->request_id[0] = c->bucket_region[0] = '\0';
+    c->mtime = c->date = 0;
+    return len;
+  }
+  if (header_is (line, len, "ETag", &v)) {
+    size_t n;
+
+    header_value (v, end, value, sizeof value);
+    v = value;
+    if (strncmp (v, "W/", 2) == 0)
+      v += 2;
+    if (*v == '"')
+      ++v;
+    n = strlen (v);
+    if (n > 0 && v[n - 1] == '"')
+      --n;
+    if (n >= sizeof c->etag)
+      n = sizeof c->etag - 1;
+    memcpy (c->etag, v, n);
+    c->etag[n] = '\0';
+  }
+  else if (header_is (line, len, "Last-Modified", &v)) {
+    header_value (v, end, value, sizeof value);
+    time_t t = curl_getdate (value, NULL);
+    c->mtime = t > 0 ? t : 0;
+  }
+  else if (header_is (line, len, "Date", &v)) {
+    header_value (v, end, value, sizeof value);
+    time_t t = curl_getdate (value, NULL);
+    c->date = t > 0 ? t : 0;
+  }
+  else if (header_is (line, len, "x-amz-request-id", &v))
+    header_value (v, end, c->request_id, sizeof c->request_id);
+  else if (header_is (line, len, "x-amz-bucket-region", &v))
+    header_value (v, end, c->bucket_region, sizeof c->bucket_region);
+  else if (header_is (line, len, "Content-Length", &v) && c->in_2xx &&
+           c->out) {
+    unsigned long long n;
+    header_value (v, end, value, sizeof value);
+    errno = 0;
+    n = strtoull (value, NULL, 10);
+    if (errno == 0) {
+      if (n > c->max_len) {
+        c->efbig = true;
+        return 0;               /* abort the transfer */
+      }
+      /* Room for the body at once, unless the size is implausible. */
+      if (n <= RESERVE_MAX && cs_buf_reserve (c->out, n) < 0)
+        return 0;
+    }
+  }
+  return len;
+}
+
+static size_t
+write_cb (char *data, size_t size, size_t nmemb, void *opaque)
+{
+  struct s3_call *c = opaque;
+  size_t len = size * nmemb;
+
+  if (c->in_2xx) {
+    if (c->out == NULL)
+      return len;
+    if (len > c->max_len - c->out->len) {
+      c->efbig = true;
+      return 0;
+    }
+    return cs_buf_append (c->out, data, len) == 0 ? len : 0;
+  }
+  if (c->err_body.len < ERROR_BODY_MAX) {
+    size_t n = len;
+    if (n > ERROR_BODY_MAX - c->err_body.len)
+      n = ERROR_BODY_MAX - c->err_body.len;
+    if (cs_buf_append (&c->err_body, data, n) < 0)
+      return 0;
+  }
+  return len;
+}
+
+static struct curl_slist *
+add_header (struct curl_slist *list, bool *ok, const char *name,
+            const char *value)
+{
+  CLEANUP_FREE char *line = NULL;
+  struct curl_slist *l;
+
+  if (!*ok)
+    return list;
+  /* "Name;" sends an empty header; "Name:" would remove it. */
+  if (asprintf (&line, value[0] ? "%s: %s" : "%s;", name, value) < 0) {
+    line = NULL;
+    *ok = false;
+    return list;
+  }
+  l = curl_slist_append (list, line);
+  if (l == NULL) {
+    *ok = false;
+    return list;
+  }
+  return l;
+}
+
+/* One attempt: sign, send, read the answer into c.  Returns 0 when the
+ * attempt produced an outcome (whatever it is) or -ENOMEM.
+ */
+static int
+attempt (struct s3store *st, CURL *h, struct s3_call *c,
+         const char *payload_hash, double timeout)
+{
+  CLEANUP_FREE char *path = NULL, *query = NULL, *url_query = NULL;
+  CLEANUP_FREE char *auth = NULL, *url = NULL;
+  struct sigv4_header hdr[8];
+  size_t n = 0, i;
+  char amz_date[17];
+  struct curl_slist *list = NULL;
+  bool ok = true;
+  const struct sigv4_key key = {
+    st->creds.access_key, st->creds.secret_key, st->region, "s3",
+  };
+  struct sigv4_request req = {
+    .method = c->method, .headers = hdr, .payload_hash = payload_hash,
+  };
+  long timeout_ms, connect_ms;
+
+  c->cc = CURLE_OK;
+  c->status = 0;
+  c->efbig = c->in_2xx = false;
+  c->etag[0] = c->request_id[0] = c->bucket_region[0] = '\0';
+  c->mtime = c->date = 0;
+  memset (&c->err, 0, sizeof c->err);
+  c->err_body.len = 0;
+  c->errbuf[0] = '\0';
+  if (c->out)
+    c->out->len = 0;
+
+  if (full_path (st, c->object, &path) < 0 ||
+      sigv4_query (c->params, c->n_params, &query, &url_query) < 0)
+    return -ENOMEM;
+  url = xasprintf ("%s%s%s%s", st->url_base, path,
+                   url_query[0] ? "?" : "", url_query);
+  if (url == NULL)
+    return -ENOMEM;
+
+  /* Signed fresh on every attempt: x-amz-date is now. */
+  sigv4_amz_date (time (NULL), amz_date);
+  hdr[n++] = (struct sigv4_header) { "host", st->host };
+  hdr[n++] = (struct sigv4_header) { "x-amz-date", amz_date };
+  hdr[n++] = (struct sigv4_header) { "x-amz-content-sha256", payload_hash };
+  if (st->creds.session_token)
+    hdr[n++] = (struct sigv4_header) { "x-amz-security-token",
+                                       st->creds.session_token };
+  if (c->content_md5)
+    hdr[n++] = (struct sigv4_header) { "content-md5", c->content_md5 };
+  if (c->cond_name)
+    hdr[n++] = (struct sigv4_header) { c->cond_name, c->cond_value };
+  req.path = path;
+  req.query = query;
+  req.n_headers = n;
+  if (sigv4_authorization (&key, amz_date, &req, &auth) < 0)
+    return -ENOMEM;
+
+  for (i = 0; i < n; ++i)
+    list = add_header (list, &ok, hdr[i].name, hdr[i].value);
+  list = add_header (list, &ok, "Authorization", auth);
+  if (c->body)
+    list = add_header (list, &ok, "Content-Type",
+                       c->content_type ? c->content_type :
+                       "application/octet-stream");
+  /* No "Expect: 100-continue": a round trip for every upload. */
+  if (ok) {
+    struct curl_slist *l = curl_slist_append (list, "Expect:");
+    if (l)
+      list = l;
+    else
+      ok = false;
+  }
+  if (!ok) {
+    curl_slist_free_all (list);
+    return -ENOMEM;
+  }
+
+  timeout_ms = (long) (timeout * 1000) + 1;
+  connect_ms = (long) ((timeout < CONNECT_TIMEOUT ?
+                        timeout : CONNECT_TIMEOUT) * 1000) + 1;
+
+  /* Reset keeps the live connection, the DNS and TLS session caches. */
+  curl_easy_reset (h);
+  curl_easy_setopt (h, CURLOPT_URL, url);
+  curl_easy_setopt (h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt (h, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
+  curl_easy_setopt (h, CURLOPT_HTTPHEADER, list);
+  curl_easy_setopt (h, CURLOPT_HEADERFUNCTION, header_cb);
+  curl_easy_setopt (h, CURLOPT_HEADERDATA, c);
+  curl_easy_setopt (h, CURLOPT_WRITEFUNCTION, write_cb);
+  curl_easy_setopt (h, CURLOPT_WRITEDATA, c);
+  curl_easy_setopt (h, CURLOPT_ERRORBUFFER, c->errbuf);
+  curl_easy_setopt (h, CURLOPT_TIMEOUT_MS, timeout_ms);
+  curl_easy_setopt (h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+  curl_easy_setopt (h, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt (h, CURLOPT_FOLLOWLOCATION, 0L);
+  if (st->ca_file)
+    curl_easy_setopt (h, CURLOPT_CAINFO, st->ca_file);
+  /* curl silently re-sends a request whose kept-alive connection died
+   * before any answer, which would hide an ambiguous conditional put
+   * behind the retry's 412.  A fresh connection is never re-sent.
+   */
+  if (c->conditional)
+    curl_easy_setopt (h, CURLOPT_FRESH_CONNECT, 1L);
+  if (c->body) {
+    curl_easy_setopt (h, CURLOPT_POST, 1L);
+    curl_easy_setopt (h, CURLOPT_POSTFIELDSIZE_LARGE,
+                      (curl_off_t) c->body_len);
+    curl_easy_setopt (h, CURLOPT_POSTFIELDS,
+                      c->body_len ? c->body : (const void *) "");
+    if (strcmp (c->method, "POST") != 0)
+      curl_easy_setopt (h, CURLOPT_CUSTOMREQUEST, c->method);
+  }
+  else if (strcmp (c->method, "HEAD") == 0)
+    curl_easy_setopt (h, CURLOPT_NOBODY, 1L);
+  else {
+    curl_easy_setopt (h, CURLOPT_HTTPGET, 1L);
+    if (strcmp (c->method, "GET") != 0)
+      curl_easy_setopt (h, CURLOPT_CUSTOMREQUEST, c->method);
+  }
+
+  c->cc = curl_easy_perform (h);
+  if (c->cc == CURLE_OK)
+    curl_easy_getinfo (h, CURLINFO_RESPONSE_CODE, &c->status);
+  else if (c->efbig)
+    c->cc = CURLE_OK;           /* our own abort: the answer is -EFBIG */
+  if (!c->efbig && c->cc == CURLE_OK && !is_2xx (c->status) &&
+      c->err_body.len)
+    s3_xml_parse_error (c->err_body.data, c->err_body.len, &c->err);
+
+  /* Forget what the handle points to before it goes back to the pool. */
+  curl_easy_setopt (h, CURLOPT_HTTPHEADER, NULL);
+  curl_easy_setopt (h, CURLOPT_ERRORBUFFER, NULL);
+  curl_slist_free_all (list);
+  return 0;
+}
+
+/* Run a call with retries; returns 0 or a negative errno and, unless the
+ * result is one the caller expects, logs the one line that says why.
+ */
+static int
+run (struct s3store *st, struct s3_call *c)
+{
+  char payload_hash[65], what[512];
+  double start = now_monotonic (), deadline, delay, remaining, timeout;
+  unsigned i;
+  CURL *h;
+  int r;
+
+  sigv4_sha256_hex (c->body ? c->body : "", c->body ? c->body_len : 0,
+                    payload_hash);
+  deadline = start + (c->retry_time > 0 ? c->retry_time : 0);
+  c->attempts = 0;
+  c->ambiguous_seen = false;
+
+  for (;;) {
+    c->attempts++;
+    timeout = st->request_timeout;
+    remaining = deadline - now_monotonic ();
+    /* The last attempts get what is left of the budget, but at least a
+     * second so that they can succeed at all.
+     */
+    if (c->attempts > 1 && remaining < timeout)
+      timeout = remaining > 1 ? remaining : 1;
+
+    h = pool_get (st);
+    if (h == NULL) {
+      r = -ENOMEM;
+      goto fail_nomem;
+    }
+    r = attempt (st, h, c, payload_hash, timeout);
+    pool_put (st, h);
+    if (r < 0)
+      goto fail_nomem;
+
+    if (!c->efbig && c->cc == CURLE_OK && is_2xx (c->status))
+      break;
+    if (c->conditional && s3_ambiguous (c))
+      c->ambiguous_seen = true;
+    if (!s3_retryable (c) || c->retry_time <= 0)
+      break;
+    /* Full jitter: uniform in [0, min (cap, base * 2^(attempt-1))]. */
+    delay = BACKOFF_BASE;
+    for (i = 1; i < c->attempts && delay < BACKOFF_CAP; ++i)
+      delay *= 2;
+    if (delay > BACKOFF_CAP)
+      delay = BACKOFF_CAP;
+    delay *= random_unit ();
+    if (now_monotonic () + delay >= deadline)
+      break;
+    describe (c, what, sizeof what);
+    cs_debug ("s3: %s %s: %s; retry %u in %.0f ms", c->op, c->key, what,
+              c->attempts, delay * 1000);
+    sleep_seconds (delay);
+  }
+  c->elapsed = now_monotonic () - start;
+
+  r = s3_errno (c);
+  if (c->conditional && r < 0 && c->ambiguous_seen &&
+      (r == -EEXIST || s3_ambiguous (c))) {
+    /* Our own earlier attempt may have landed (see the top comment). */
+    if (!c->quiet) {
+      describe (c, what, sizeof what);
+      cs_warn ("s3: %s %s: outcome unknown after %u attempts (last: %s); "
+               "the caller re-reads", c->op, c->key, c->attempts, what);
+    }
+    return -ETIMEDOUT;
+  }
+  if (r == 0 || c->quiet || (r == -ENOENT && c->quiet_enoent) ||
+      (r == -EEXIST && c->quiet_eexist))
+    return r;
+
+  describe (c, what, sizeof what);
+  if (c->cc != CURLE_OK)
+    cs_error ("s3: %s %s: %s %s: %s (%u attempt%s in %.1f s)",
+              c->op, c->key,
+              c->cc == CURLE_COULDNT_CONNECT ||
+              c->cc == CURLE_COULDNT_RESOLVE_HOST ||
+              c->cc == CURLE_SSL_CONNECT_ERROR ? "cannot reach" :
+              c->cc == CURLE_OPERATION_TIMEDOUT ? "no answer in time from" :
+              "request failed at", st->endpoint, what, c->attempts,
+              c->attempts == 1 ? "" : "s", c->elapsed);
+  else
+    cs_error ("s3: %s %s: %s%s%s%s%s%s (%u attempt%s in %.1f s%s%s)",
+              c->op, c->key, what,
+              r == -EACCES ? "; " CLOCK_HINT : "",
+              c->bucket_region[0] ? "; the bucket is in region " : "",
+              c->bucket_region,
+              c->bucket_region[0] ? ", give region=" : "",
+              c->bucket_region,
+              c->attempts, c->attempts == 1 ? "" : "s", c->elapsed,
+              c->request_id[0] ? ", request id " : "", c->request_id);
+  return r;
+
+ fail_nomem:
+  if (!c->quiet)
+    cs_error ("s3: %s %s: out of memory", c->op, c->key);
+  return r;
+}
+
+/* A call with the store's defaults. */
+static void
+call_init (struct s3store *st, struct s3_call *c, const char *op,
+           const char *key, const char *method, const char *object)
+{
+  memset (c, 0, sizeof *c);
+  c->op = op;
+  c->key = key;
+  c->method = method;
+  c->object = object;
+  c->max_len = SIZE_MAX;
+  c->retry_time = st->retry_time;
+}
+
+static void
+call_free (struct s3_call *c)
+{
+  cs_buf_free (&c->err_body);
+}
+
+static int
+object_name (struct s3store *st, const char *op, const char *key,
+             char **out)
+{
+  if (key == NULL || key[0] == '\0') {
+    cs_error ("s3: %s: empty key", op);
+    return -EINVAL;
+  }
+  *out = xasprintf ("%s%s", st->prefix, key);
+  return *out ? 0 : -ENOMEM;
+}
+
+static void
+fill_info (struct objstore_info *info, const struct s3_call *c,
+           uint64_t size, bool is_put)
+{
+  if (info == NULL)
+    return;
+  snprintf (info->etag, sizeof info->etag, "%s", c->etag);
+  info->date = c->date;
+  /* A PUT answer carries no Last-Modified: the object's time is the
+   * store's clock when it answered.
+   */
+  info->mtime = c->mtime ? c->mtime : is_put ? c->date : 0;
+  info->size = size;
+}
+
+/* ----------------------------------------------------------- operations */
+
+static int
+s3_get (struct objstore *os, const char *key, size_t max_len,
+        struct cs_buf *out, struct objstore_info *info)
+{
+  struct s3store *st = (struct s3store *) os;
+  CLEANUP_FREE char *object = NULL;
+  struct s3_call c;
+  int r;
+
+  r = object_name (st, "get", key, &object);
+  if (r < 0)
+    return r;
+  call_init (st, &c, "get", key, "GET", object);
+  c.out = out;
+  c.max_len = max_len;
+  c.quiet_enoent = true;
+  r = run (st, &c);
+  if (r == 0)
+    fill_info (info, &c, out->len, false);
+  else
+    out->len = 0;
+  call_free (&c);
+  return r;
+}
+
+static int
+do_put (struct s3store *st, const char *op, const char *key,
+        const void *data, size_t len, bool conditional, const char *if_match,
+        struct objstore_info *info)
+{
+  CLEANUP_FREE char *object = NULL;
+  struct s3_call c;
+  int r;
+
+  r = object_name (st, op, key, &object);
+  if (r < 0)
+    return r;
+  call_init (st, &c, op, key, "PUT", object);
+  c.body = data ? data : "";
+  c.body_len = len;
+  if (conditional) {
+    c.conditional = true;
+    c.quiet_eexist = true;
+    c.cond_name = if_match ? "If-Match" : "If-None-Match";
+    c.cond_value = if_match ? if_match : "*";
+    /* A replace-if-unchanged of a missing object fails its condition. */
+    if (if_match)
+      c.quiet_enoent = true;
+  }
+  r = run (st, &c);
+  if (r == -ENOENT && conditional && if_match)
+    r = -EEXIST;
+  else if (r == -ENOENT)
+    r = -EIO;                   /* logged by run: a PUT has no such answer */
+  if (r == 0)
+    fill_info (info, &c, len, true);
+  call_free (&c);
+  return r;
+}
+
+static int
+s3_put (struct objstore *os, const char *key, const void *data, size_t len,
+        struct objstore_info *info)
+{
+  return do_put ((struct s3store *) os, "put", key, data, len, false, NULL,
+                 info);
+}
+
+static int
+s3_put_if (struct objstore *os, const char *key, const void *data,
+           size_t len, const char *if_match, struct objstore_info *info)
+{
+  return do_put ((struct s3store *) os, "put-if", key, data, len, true,
+                 if_match, info);
+}
+
+static int
+s3_del (struct objstore *os, const char *key)
+{
+  struct s3store *st = (struct s3store *) os;
+  CLEANUP_FREE char *object = NULL;
+  struct s3_call c;
+  int r;
+
+  r = object_name (st, "delete", key, &object);
+  if (r < 0)
+    return r;
+  call_init (st, &c, "delete", key, "DELETE", object);
+  c.quiet_enoent = true;
+  r = run (st, &c);
+  if (r == -ENOENT)
+    r = 0;                      /* deleting a missing key succeeds */
+  call_free (&c);
+  return r;
+}
+
+static int
+delete_batch (struct s3store *st, const char *const *keys, size_t n)
+{
+  struct cs_buf body = CS_BUF_INIT, answer = CS_BUF_INIT;
+  const struct sigv4_param params[] = { { "delete", NULL } };
+  char md5[25], label[64];
+  struct s3_error first;
+  size_t n_errors = 0;
+  struct s3_call c;
+  int r;
+
+  r = s3_xml_delete_body (st->prefix, keys, n, &body);
+  if (r < 0) {
+    cs_error ("s3: delete-many: out of memory");
+    return r;
+  }
+  sigv4_md5_base64 (body.data, body.len, md5);
+  snprintf (label, sizeof label, "(%zu keys from %s)", n, keys[0]);
+  call_init (st, &c, "delete-many", label, "POST", NULL);
+  c.params = params;
+  c.n_params = 1;
+  c.body = body.data;
+  c.body_len = body.len;
+  c.content_type = "application/xml";
+  c.content_md5 = md5;          /* S3 requires it for DeleteObjects */
+  c.out = &answer;
+  r = run (st, &c);
+  if (r == 0) {
+    r = s3_xml_parse_delete_result (answer.data, answer.len, &n_errors,
+                                    &first);
+    if (r < 0) {
+      cs_error ("s3: delete-many %s: the answer is not a DeleteResult "
+                "document", label);
+      r = -EIO;
+    }
+    else if (n_errors > 0) {
+      cs_error ("s3: delete-many %s: %zu key%s not deleted; first: %s: "
+                "%s: %s", label, n_errors, n_errors == 1 ? "" : "s",
+                first.key, first.code, first.message);
+      r = strcmp (first.code, "AccessDenied") == 0 ? -EACCES : -EIO;
+    }
+  }
+  call_free (&c);
+  cs_buf_free (&body);
+  cs_buf_free (&answer);
+  return r;
+}
+
+static int
+s3_del_many (struct objstore *os, const char *const *keys, size_t n)
+{
+  struct s3store *st = (struct s3store *) os;
+  size_t i, m;
+  int r;
+
+  for (i = 0; i < n; i += m) {
+    m = n - i < DELETE_BATCH ? n - i : DELETE_BATCH;
+    r = delete_batch (st, keys + i, m);
+    if (r < 0)
+      return r;
+  }
+  return 0;
+}
+
+struct list_state {
+  objstore_list_fn fn;
+  void *opaque;
+};
+
+static int
+list_key (void *opaque, const char *key, uint64_t size)
+{
+  struct list_state *ls = opaque;
+
+  return ls->fn (ls->opaque, key, size);
+}
+
+/* List under the store prefix + prefix, one page of at most max_keys
+ * (0: the server's default, 1000) or all pages.
+ */
+static int
+list_pages (struct s3store *st, const char *prefix, unsigned max_keys,
+            bool quiet, objstore_list_fn fn, void *opaque,
+            struct s3_call *probe)
+{
+  CLEANUP_FREE char *full = NULL;
+  char *token = NULL, max[16];
+  struct cs_buf page = CS_BUF_INIT;
+  struct list_state ls = { fn, opaque };
+  struct sigv4_param params[4];
+  bool truncated;
+  struct s3_call c;
+  int r;
+
+  full = xasprintf ("%s%s", st->prefix, prefix ? prefix : "");
+  if (full == NULL)
+    return -ENOMEM;
+  snprintf (max, sizeof max, "%u", max_keys);
+  do {
+    size_t n = 0;
+
+    params[n++] = (struct sigv4_param) { "list-type", "2" };
+    params[n++] = (struct sigv4_param) { "prefix", full };
+    if (max_keys)
+      params[n++] = (struct sigv4_param) { "max-keys", max };
+    if (token)
+      params[n++] = (struct sigv4_param) { "continuation-token", token };
+    call_init (st, &c, "list", prefix && prefix[0] ? prefix : "/", "GET",
+               NULL);
+    c.params = params;
+    c.n_params = n;
+    c.out = &page;
+    c.quiet = quiet;
+    if (probe)
+      c.retry_time = st->retry_time < PROBE_RETRY_TIME ?
+        st->retry_time : PROBE_RETRY_TIME;
+    r = run (st, &c);
+    if (probe) {
+      *probe = c;               /* the caller reads the outcome */
+      probe->err_body = (struct cs_buf) CS_BUF_INIT;
+    }
+    call_free (&c);
+    if (r < 0)
+      break;
+    free (token);
+    token = NULL;
+    r = s3_xml_parse_list (page.data, page.len, st->prefix, list_key, &ls,
+                           &truncated, &token);
+    if (r < 0) {
+      if (!quiet)
+        cs_error ("s3: list %s: the answer is not a ListBucketResult "
+                  "document (does the endpoint support ListObjectsV2?)",
+                  full);
+      r = -EIO;
+    }
+  } while (r == 0 && truncated && max_keys == 0);
+  free (token);
+  cs_buf_free (&page);
+  return r;
+}
+
+static int
+s3_list (struct objstore *os, const char *prefix, objstore_list_fn fn,
+         void *opaque)
+{
+  return list_pages ((struct s3store *) os, prefix, 0, false, fn, opaque,
+                     NULL);
+}
+
+static void
+s3_close (struct objstore *os)
+{
+  struct s3store *st = (struct s3store *) os;
+  unsigned i;
+
+  if (st == NULL)
+    return;
+  for (i = 0; i < st->n_idle; ++i)
+    curl_easy_cleanup (st->idle[i]);
+  free (st->idle);
+  pthread_mutex_destroy (&st->lock);
+  pthread_cond_destroy (&st->cond);
+  s3_creds_free (&st->creds);
+  free (st->bucket);
+  free (st->prefix);
+  free (st->endpoint);
+  free (st->url_base);
+  free (st->host);
+  free (st->path_base);
+  free (st->region);
+  free (st->ca_file);
+  free (st);
+}
+
+static const struct objstore_ops s3_ops = {
+  .name = "s3",
+  .get = s3_get,
+  .put = s3_put,
+  .put_if = s3_put_if,
+  .del = s3_del,
+  .del_many = s3_del_many,
+  .list = s3_list,
+  .close = s3_close,
+};
+
+/* ---------------------------------------------------------- construction */
+
+static bool
+given (const char *s)
+{
+  return s && *s;
+}
+
+/* "/a//b/" -> "a/b/"; "" or "/" -> "".  Control characters are refused. */
+static int
+normalise_prefix (const char *in, char **out)
+{
+  size_t n = in ? strlen (in) : 0, j = 0, i;
+  char *p = malloc (n + 2);
+
+  *out = NULL;
+  if (p == NULL)
+    return -ENOMEM;
+  for (i = 0; i < n; ++i) {
+    if ((unsigned char) in[i] < 0x20 || in[i] == 0x7f) {
+      free (p);
+      cs_error ("s3: prefix: control characters are not allowed");
+      return -EINVAL;
+    }
+    if (in[i] == '/' && (j == 0 || p[j - 1] == '/'))
+      continue;
+    p[j++] = in[i];
+  }
+  if (j > 0 && p[j - 1] != '/')
+    p[j++] = '/';
+  p[j] = '\0';
+  *out = p;
+  return 0;
+}
+
+static bool
+valid_bucket (const char *b)
+{
+  size_t n = strlen (b);
+
+  if (n < 1 || n > 255)
+    return false;
+  for (; *b; ++b)
+    if (!(isalnum ((unsigned char) *b) || *b == '-' || *b == '.' ||
+          *b == '_'))
+      return false;
+  return true;
+}
+
+/* Can the bucket be the first label of a host name (virtual-hosted)? */
+static bool
+dns_bucket (const char *b, bool https)
+{
+  size_t n = strlen (b);
+
+  if (n < 3 || n > 63 || !isalnum ((unsigned char) b[0]) ||
+      !isalnum ((unsigned char) b[n - 1]))
+    return false;
+  for (; *b; ++b) {
+    if (isupper ((unsigned char) *b) || *b == '_')
+      return false;
+    /* A dotted name would not match the endpoint's wildcard certificate. */
+    if (*b == '.' && https)
+      return false;
+  }
+  return true;
+}
+
+struct endpoint {
+  bool https;
+  char host[256];               /* without brackets */
+  bool ipv6;
+  char port[8];                 /* "" if none */
+  char path[512];               /* "" or "/base" */
+};
+
+static int
+parse_endpoint (const char *url, struct endpoint *e)
+{
+  const char *p, *auth_end, *h_end;
+  size_t n;
+
+  memset (e, 0, sizeof e[0]);
+  if (strncasecmp (url, "https://", 8) == 0) {
+    e->https = true;
+    p = url + 8;
+  }
+  else if (strncasecmp (url, "http://", 7) == 0)
+    p = url + 7;
+  else
+    goto bad;
+  auth_end = p + strcspn (p, "/?#");
+  if (*auth_end == '?' || *auth_end == '#' || memchr (p, '@', auth_end - p))
+    goto bad;
+  if (*p == '[') {
+    h_end = memchr (p, ']', auth_end - p);
+    if (h_end == NULL)
+      goto bad;
+    n = h_end - p - 1;
+    if (n == 0 || n >= sizeof e->host)
+      goto bad;
+    memcpy (e->host, p + 1, n);
+    e->ipv6 = true;
+    p = h_end + 1;
+  }
+  else {
+    h_end = memchr (p, ':', auth_end - p);
+    if (h_end == NULL)
+      h_end = auth_end;
+    n = h_end - p;
+    if (n == 0 || n >= sizeof e->host)
+      goto bad;
+    memcpy (e->host, p, n);
+    p = h_end;
+  }
+  if (p < auth_end) {
+    char *end;
+    long port;
+
+    if (*p != ':')
+      goto bad;
+    n = auth_end - p - 1;
+    if (n == 0 || n >= sizeof e->port)
+      goto bad;
+    memcpy (e->port, p + 1, n);
+    port = strtol (e->port, &end, 10);
+    if (*end || port < 1 || port > 65535)
+      goto bad;
+  }
+  /* The base path, without trailing slashes. */
+  n = strlen (auth_end);
+  while (n > 0 && auth_end[n - 1] == '/')
+    --n;
+  if (n >= sizeof e->path || memchr (auth_end, '?', n) ||
+      memchr (auth_end, '#', n))
+    goto bad;
+  memcpy (e->path, auth_end, n);
+  return 0;
+ bad:
+  cs_error ("s3: endpoint %s: expected http://HOST[:PORT] or "
+            "https://HOST[:PORT]", url);
+  return -EINVAL;
+}
+
+static bool
+ip_or_localhost (const struct endpoint *e)
+{
+  struct in_addr a4;
+  size_t n = strlen (e->host);
+
+  return e->ipv6 || inet_pton (AF_INET, e->host, &a4) == 1 ||
+    strcasecmp (e->host, "localhost") == 0 ||
+    (n > 10 && strcasecmp (e->host + n - 10, ".localhost") == 0);
+}
+
+/* Say in one line why the startup check failed. */
+static void
+explain_probe (struct s3store *st, const struct s3_call *c, int r)
+{
+  char what[512];
+  const char *code = c->err.code;
+
+  describe (c, what, sizeof what);
+  if (c->cc != CURLE_OK)
+    cs_error ("s3: endpoint %s is unreachable: %s", st->endpoint, what);
+  else if (strcmp (code, "NoSuchBucket") == 0 ||
+           (c->status == 404 && code[0] == '\0'))
+    cs_error ("s3: bucket %s does not exist at %s (%s)", st->bucket,
+              st->endpoint, what);
+  else if (strcmp (code, "InvalidAccessKeyId") == 0)
+    cs_error ("s3: credentials refused by %s: the access key %s (from %s) "
+              "is unknown there (%s)", st->endpoint, st->creds.access_key,
+              st->creds.source, what);
+  else if (strcmp (code, "SignatureDoesNotMatch") == 0)
+    cs_error ("s3: credentials refused by %s: the secret key (from %s) does "
+              "not match the access key %s, or the region %s is wrong (%s)",
+              st->endpoint, st->creds.source, st->creds.access_key,
+              st->region, what);
+  else if (strcmp (code, "RequestTimeTooSkewed") == 0)
+    cs_error ("s3: %s refused the request: this machine's clock is off; "
+              "set it right (%s)", st->endpoint, what);
+  else if (c->bucket_region[0] && strcmp (c->bucket_region, st->region))
+    cs_error ("s3: bucket %s is in region %s, not %s: give region=%s (%s)",
+              st->bucket, c->bucket_region, st->region, c->bucket_region,
+              what);
+  else if (c->err.region[0] && strcmp (c->err.region, st->region))
+    cs_error ("s3: bucket %s is in region %s, not %s: give region=%s (%s)",
+              st->bucket, c->err.region, st->region, c->err.region, what);
+  else if (c->status == 301 || c->status == 307 ||
+           strcmp (code, "PermanentRedirect") == 0)
+    cs_error ("s3: %s redirects requests for bucket %s elsewhere: check "
+              "endpoint= and region= (%s)", st->endpoint, st->bucket, what);
+  else if (strcmp (code, "AccessDenied") == 0 || r == -EACCES)
+    cs_error ("s3: credentials refused by %s: access key %s (from %s) may "
+              "not list bucket %s under \"%s\" (%s; %s)", st->endpoint,
+              st->creds.access_key, st->creds.source, st->bucket,
+              st->prefix, what, CLOCK_HINT);
+  else if (r == -EIO && c->status == 200)
+    cs_error ("s3: %s: bucket %s answered a listing with something that is "
+              "not S3's ListObjectsV2 result", st->endpoint, st->bucket);
+  else
+    cs_error ("s3: bucket %s at %s: startup check failed: %s",
+              st->bucket, st->endpoint, what);
+}
+
+static int
+probe_key (void *opaque, const char *key, uint64_t size)
+{
+  return 0;
+}
+
+int
+objstore_s3_open (const struct objstore_s3_params *p, struct objstore **out)
+{
+  struct s3store *st;
+  struct endpoint e;
+  CLEANUP_FREE char *default_endpoint = NULL, *enc_bucket = NULL;
+  CLEANUP_FREE char *enc_path = NULL;
+  const char *region, *endpoint, *port_sep;
+  struct s3_call probe;
+  int r;
+
+  *out = NULL;
+  if (!given (p->bucket) || !valid_bucket (p->bucket)) {
+    cs_error ("s3: bucket \"%s\": give a bucket name (letters, digits, "
+              "'.', '-', '_')", p->bucket ? p->bucket : "");
+    return -EINVAL;
+  }
+  if (p->path_style < -1 || p->path_style > 1) {
+    cs_error ("s3: path_style must be -1 (auto), 0 or 1");
+    return -EINVAL;
+  }
+  /* (x != x: NaN) */
+  if (!(p->request_timeout >= 0) || p->retry_time != p->retry_time) {
+    cs_error ("s3: request_timeout and retry_time must be numbers >= 0");
+    return -EINVAL;
+  }
+
+  pthread_once (&curl_once, init_curl);
+  if (curl_init_result != CURLE_OK) {
+    cs_error ("s3: curl_global_init: %s",
+              curl_easy_strerror (curl_init_result));
+    return -EIO;
+  }
+
+  st = calloc (1, sizeof *st);
+  if (st == NULL)
+    return -ENOMEM;
+  st->os.ops = &s3_ops;
+  pthread_mutex_init (&st->lock, NULL);
+  pthread_cond_init (&st->cond, NULL);
+  st->max_handles = p->connections ? p->connections : DEFAULT_CONNECTIONS;
+  st->retry_time = p->retry_time == 0 ? DEFAULT_RETRY_TIME :
+    p->retry_time < 0 ? 0 : p->retry_time;
+  st->request_timeout = p->request_timeout ? p->request_timeout :
+    DEFAULT_REQUEST_TIMEOUT;
+  st->idle = calloc (st->max_handles, sizeof *st->idle);
+  if (st->idle == NULL)
+    goto nomem;
+
+  region = given (p->region) ? p->region :
+    given (getenv ("AWS_REGION")) ? getenv ("AWS_REGION") :
+    given (getenv ("AWS_DEFAULT_REGION")) ? getenv ("AWS_DEFAULT_REGION") :
+    "us-east-1";
+  st->region = strdup (region);
+  st->bucket = strdup (p->bucket);
+  if (st->region == NULL || st->bucket == NULL)
+    goto nomem;
+  r = normalise_prefix (p->prefix, &st->prefix);
+  if (r < 0)
+    goto fail;
+  if (given (p->ca_file) && (st->ca_file = strdup (p->ca_file)) == NULL)
+    goto nomem;
+
+  if (given (p->endpoint))
+    endpoint = p->endpoint;
+  else {
+    default_endpoint = xasprintf ("https://s3.%s.amazonaws.com", st->region);
+    if (default_endpoint == NULL)
+      goto nomem;
+    endpoint = default_endpoint;
+  }
+  st->endpoint = strdup (endpoint);
+  if (st->endpoint == NULL)
+    goto nomem;
+  r = parse_endpoint (endpoint, &e);
+  if (r < 0)
+    goto fail;
+
+  if (p->path_style == -1)
+    st->path_style = ip_or_localhost (&e) || !dns_bucket (p->bucket, e.https);
+  else
+    st->path_style = p->path_style == 1;
+  if (!st->path_style && e.ipv6) {
+    cs_error ("s3: endpoint %s: an IPv6 address needs path_style=1",
+              endpoint);
+    r = -EINVAL;
+    goto fail;
+  }
+
+  port_sep = e.port[0] ? ":" : "";
+  enc_bucket = sigv4_uri_encode (p->bucket, true);
+  enc_path = sigv4_uri_encode (e.path, false);
+  if (enc_bucket == NULL || enc_path == NULL)
+    goto nomem;
+  if (st->path_style) {
+    st->host = xasprintf ("%s%s%s%s%s", e.ipv6 ? "[" : "", e.host,
+                          e.ipv6 ? "]" : "", port_sep, e.port);
+    st->path_base = xasprintf ("%s/%s", enc_path, enc_bucket);
+  }
+  else {
+    st->host = xasprintf ("%s.%s%s%s", p->bucket, e.host, port_sep, e.port);
+    st->path_base = strdup (enc_path);
+  }
+  if (st->host == NULL || st->path_base == NULL)
+    goto nomem;
+  st->url_base = xasprintf ("%s://%s", e.https ? "https" : "http", st->host);
+  if (st->url_base == NULL)
+    goto nomem;
+
+  r = s3_creds_resolve (p->access_key, p->secret_key, p->session_token,
+                        p->profile, &st->creds);
+  if (r < 0)
+    goto fail;
+
+  cs_debug ("s3: bucket %s at %s (%s, Host %s), prefix \"%s\", region %s, "
+            "%u connections, retry time %.0f s, request timeout %.0f s",
+            st->bucket, st->endpoint,
+            st->path_style ? "path-style" : "virtual-hosted", st->host,
+            st->prefix, st->region, st->max_handles, st->retry_time,
+            st->request_timeout);
+
+  /* The startup check: can we list under the prefix? */
+  memset (&probe, 0, sizeof probe);
+  r = list_pages (st, "", 1, true, probe_key, NULL, &probe);
+  if (r < 0) {
+    explain_probe (st, &probe, r);
+    goto fail;
+  }
+
+  *out = &st->os;
+  return 0;
+
+ nomem:
+  cs_error ("s3: out of memory");
+  r = -ENOMEM;
+ fail:
+  s3_close (&st->os);
+  return r;
+}
