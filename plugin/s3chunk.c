@@ -10,6 +10,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,6 +23,7 @@
 
 #include "cache.h"
 #include "chunkstore.h"
+#include "lock.h"
 #include "log.h"
 #include "objstore.h"
 #include "params.h"
@@ -30,6 +32,7 @@
 #define DEFAULT_CACHE_SIZE (256 * 1024 * 1024)
 #define DEFAULT_CONNECTIONS 16
 #define DEFAULT_UPLOAD_DELAY 2.0
+#define DEFAULT_READAHEAD 8
 #define MAX_CONNECTIONS 256
 
 static struct {
@@ -41,16 +44,315 @@ static struct {
   uint64_t cache_size;
   unsigned connections;
   double upload_delay;
+  unsigned readahead;
 } cfg = {
   .level = -1,
   .cache_size = DEFAULT_CACHE_SIZE,
   .connections = DEFAULT_CONNECTIONS,
   .upload_delay = DEFAULT_UPLOAD_DELAY,
+  .readahead = DEFAULT_READAHEAD,
 };
 
+/* bucket= and the S3 parameters (objstore_s3_params in objstore.h). */
+static struct {
+  char *bucket, *prefix, *endpoint, *region, *access_key, *secret_key;
+  char *session_token, *profile, *ca_file;
+  int path_style;               /* -1 auto */
+  double retry_time, request_timeout;
+} s3cfg = { .path_style = -1 };
+
 static struct objstore *store;
+static bool started;            /* .after_fork ran: this process serves */
 static struct cs_volume *volume;
 static struct cache *cache;
+
+/* ------------------------------------------------------------ volume lock
+ * One mounter per volume (chunkstore/lock.h, "VOLUME LOCK" in the man
+ * page).  Taken in .get_ready before the volume is opened, so that even
+ * creating or growing the superblock happens under it; renewed by threads
+ * started in .after_fork; a lost lock puts the cache into its sticky
+ * failed state; deleted by .cleanup after the last flush.
+ */
+
+/* 60 s: renewals every 20 s cost three small PUTs a minute; a store that
+ * stalls for up to 40 s does not stop the volume; a crashed holder blocks
+ * a restart for at most a minute.
+ */
+#define DEFAULT_LEASE 60
+#define MIN_LEASE 3
+#define MAX_LEASE 3600
+
+static struct {
+  bool none;                    /* lock=none */
+  unsigned lease;
+  bool force;                   /* force-unlock=true */
+  bool test_ignore_conditions;  /* s3chunk-test-ignore-conditions=true */
+} lockcfg = { .lease = DEFAULT_LEASE };
+
+static struct lock *vlock;
+static bool exit_hooks;         /* release_at_exit registered */
+static bool forked;             /* we are the parent of a fork */
+
+static void
+forked_parent (void)
+{
+  forked = true;
+}
+
+static void release_at_exit (void);
+static bool read_only;          /* nbdkit -r: no lock, no writes */
+
+static bool
+is_lock_key (const char *key)
+{
+  return strcmp (key, "lock") == 0 || strcmp (key, "lease") == 0 ||
+    strcmp (key, "force-unlock") == 0 ||
+    strcmp (key, "s3chunk-test-ignore-conditions") == 0;
+}
+
+/* 0, or -1 on a bad value (reported). */
+static int
+lock_config (const char *key, const char *value)
+{
+  uint64_t u;
+
+  if (strcmp (key, "lock") == 0) {
+    if (strcmp (value, "object") == 0)
+      lockcfg.none = false;
+    else if (strcmp (value, "none") == 0)
+      lockcfg.none = true;
+    else {
+      nbdkit_error ("%s=%s: invalid value: expected object or none",
+                    key, value);
+      return -1;
+    }
+  }
+  else if (strcmp (key, "lease") == 0) {
+    if (params_parse_uint (value, MIN_LEASE, MAX_LEASE, &u) < 0) {
+      nbdkit_error ("%s=%s: invalid value: expected whole seconds from %d "
+                    "to %d, e.g. lease=60", key, value, MIN_LEASE, MAX_LEASE);
+      return -1;
+    }
+    lockcfg.lease = u;
+  }
+  else if (strcmp (key, "force-unlock") == 0) {
+    if (params_parse_bool (value, &lockcfg.force) < 0) {
+      nbdkit_error ("%s=%s: invalid value: expected true or false",
+                    key, value);
+      return -1;
+    }
+  }
+  else if (strcmp (key, "s3chunk-test-ignore-conditions") == 0) {
+    if (params_parse_bool (value, &lockcfg.test_ignore_conditions) < 0) {
+      nbdkit_error ("%s=%s: invalid value: expected true or false",
+                    key, value);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Was nbdkit started with -r / --readonly / --read-only?  The plugin API
+ * has no global read-only flag before the first connection, so read our
+ * own command line the way nbdkit's getopt_long does (options of nbdkit
+ * 1.32 and later; they may come anywhere before "--").  Anything we cannot
+ * parse for certain answers false: then we take the lock like a writer,
+ * which is always safe.  A true answer also makes can_write say no, so a
+ * wrong guess can never let an unlocked instance write.
+ */
+static bool
+cmdline_readonly (void)
+{
+  static const struct { const char *name; bool arg; } longopts[] = {
+    { "debug", 1 }, { "dump-config", 0 }, { "dump-plugin", 0 },
+    { "exit-with-parent", 0 }, { "export", 1 }, { "export-name", 1 },
+    { "exportname", 1 }, { "filter", 1 }, { "foreground", 0 },
+    { "no-fork", 0 }, { "group", 1 }, { "help", 0 }, { "ip-addr", 1 },
+    { "ipaddr", 1 }, { "log", 1 }, { "long-options", 0 },
+    { "mask-handshake", 1 }, { "new-style", 0 }, { "newstyle", 0 },
+    { "no-sr", 0 }, { "old-style", 0 }, { "oldstyle", 0 },
+    { "pid-file", 1 }, { "pidfile", 1 }, { "port", 1 },
+    { "read-only", 0 }, { "readonly", 0 }, { "run", 1 },
+    { "selinux-label", 1 }, { "short-options", 0 }, { "single", 0 },
+    { "stdin", 0 }, { "swap", 0 }, { "threads", 1 }, { "tls", 1 },
+    { "tls-certificates", 1 }, { "tls-psk", 1 }, { "tls-verify-peer", 0 },
+    { "unix", 1 }, { "user", 1 }, { "verbose", 0 }, { "version", 0 },
+    { "vsock", 0 }, { "ipv4-only", 0 }, { "ipv6-only", 0 },
+  };
+  static const char shortopts[] = "46D:e:fg:i:nop:P:rst:u:U:vV";
+#define IS_R(k) (strncmp (longopts[k].name, "read", 4) == 0)
+  char buf[65536];
+  size_t len = 0, i;
+  bool ro = false;
+  FILE *fp;
+
+  fp = fopen ("/proc/self/cmdline", "re");
+  if (fp == NULL)
+    return false;
+  len = fread (buf, 1, sizeof buf - 1, fp);
+  fclose (fp);
+  if (len == 0 || len == sizeof buf - 1)
+    return false;
+  buf[len] = '\0';
+
+  /* Skip argv[0]. */
+  i = strlen (buf) + 1;
+  while (i < len) {
+    const char *a = &buf[i];
+    size_t next = i + strlen (a) + 1;
+
+    if (strcmp (a, "--") == 0)
+      break;
+    if (a[0] != '-' || a[1] == '\0')
+      ;                         /* plugin name, key=value, or "-" */
+    else if (a[1] == '-') {
+      const char *name = a + 2, *eq = strchr (name, '=');
+      size_t n = eq ? (size_t) (eq - name) : strlen (name), k;
+      int match = -1, nmatch = 0;
+      bool ambiguous_r = false;
+
+      for (k = 0; k < sizeof longopts / sizeof longopts[0]; ++k) {
+        if (strncmp (longopts[k].name, name, n) != 0)
+          continue;
+        if (strlen (longopts[k].name) == n) {   /* exact */
+          match = k;
+          nmatch = 1;
+          break;
+        }
+        if (nmatch > 0 && IS_R (match) != IS_R (k))
+          ambiguous_r = true;
+        match = k;
+        nmatch++;
+      }
+      /* An abbreviation is fine only if every candidate means the same
+       * (nbdkit would refuse an ambiguous one anyway).
+       */
+      if (match < 0 || ambiguous_r ||
+          (nmatch > 1 && longopts[match].arg))
+        return false;
+      if (IS_R (match))
+        ro = true;
+      if (longopts[match].arg && !eq)
+        next += strlen (&buf[next]) + 1;        /* skip its argument */
+    }
+    else {
+      for (const char *c = a + 1; *c; ++c) {
+        const char *o = strchr (shortopts, *c);
+
+        if (*c == ':' || o == NULL)
+          return false;
+        if (*c == 'r')
+          ro = true;
+        if (o[1] == ':') {
+          if (c[1] == '\0')
+            next += strlen (&buf[next]) + 1;    /* skip its argument */
+          break;
+        }
+      }
+    }
+    i = next;
+  }
+#undef IS_R
+  return ro;
+}
+
+/* The fence callback: the lock may be lost, so stop writing now. */
+static void
+fence_cache (void *opaque, const char *why)
+{
+  struct cache *c = opaque;
+
+  cache_fail (c, why);
+}
+
+/* After the store is opened: check it, and take the lock (or say who has
+ * it when read-only).  On failure nothing is left behind.
+ */
+static int
+volume_lock_take (void)
+{
+  struct lock_params lp = {
+    .lease = lockcfg.lease,
+    .force = lockcfg.force,
+    .version = PACKAGE_VERSION,
+  };
+  int r;
+
+  if (lockcfg.test_ignore_conditions) {
+    struct objstore *w;
+
+    nbdkit_debug ("s3chunk-test-ignore-conditions=true: put_if ignores "
+                  "its conditions (test only)");
+    if (objstore_fault_wrap (store, &w) < 0)
+      return -1;
+    objstore_fault_set (w, FAULT_OP_PUT_IF, FAULT_IGNORE_CONDITIONS, 0, 0,
+                        UINT32_MAX);
+    store = w;
+  }
+
+  read_only = cmdline_readonly ();
+  if (read_only) {
+    struct lock_holder h;
+    char desc[512];
+    int64_t age;
+    bool fresh;
+
+    /* A reader takes no lock: it would keep the writer out. */
+    r = lock_read (store, &h, &age, &fresh);
+    if (r == 0) {
+      lock_describe (&h, age, desc, sizeof desc);
+      if (fresh)
+        nbdkit_error ("warning: read-only: the volume is being written by "
+                      "%s: reads may mix data from before and after its "
+                      "writes", desc);
+      else
+        nbdkit_debug ("read-only: stale lock of %s", desc);
+    }
+    else
+      nbdkit_debug ("read-only: no lock taken (nbdkit -r)%s",
+                    r == -ENOENT ? ", none held" : "");
+    return 0;
+  }
+
+  if (lockcfg.none) {
+    nbdkit_error ("warning: lock=none: NO VOLUME LOCK is taken: if another "
+                  "instance writes this volume at the same time, the two "
+                  "corrupt it");
+    return 0;
+  }
+
+  if (lock_probe (store) < 0)
+    return -1;
+  if (lock_acquire (store, &lp, &vlock) < 0)
+    return -1;
+  if (!exit_hooks) {
+    pthread_atfork (NULL, forked_parent, NULL);
+    atexit (release_at_exit);
+    exit_hooks = true;
+  }
+  return 0;
+}
+
+/* Give the lock back (if it is still ours). */
+static void
+volume_lock_drop (void)
+{
+  lock_release (vlock);
+  vlock = NULL;
+}
+
+/* nbdkit can fail after .get_ready and before .after_fork (a socket that
+ * is in use) and exit without calling .cleanup or .unload: give back the
+ * lock then, so that the next start need not wait for the lease to run
+ * out.  Not in the parent that forked the serving process (the child
+ * holds the lock), and not once this process serves (.cleanup does it).
+ */
+static void
+release_at_exit (void)
+{
+  if (vlock && !started && !forked)
+    volume_lock_drop ();
+}
 
 /* Route chunkstore's messages through nbdkit. */
 static void
@@ -73,6 +375,151 @@ static void
 s3chunk_unload (void)
 {
   free (cfg.dir);
+  free (s3cfg.bucket);
+  free (s3cfg.prefix);
+  free (s3cfg.endpoint);
+  free (s3cfg.region);
+  free (s3cfg.access_key);
+  free (s3cfg.secret_key);
+  free (s3cfg.session_token);
+  free (s3cfg.profile);
+  free (s3cfg.ca_file);
+}
+
+/* Replace *field with a copy of value; 0 or -1. */
+static int
+set_string (char **field, const char *value)
+{
+  free (*field);
+  *field = strdup (value);
+  if (*field == NULL) {
+    nbdkit_error ("strdup: %m");
+    return -1;
+  }
+  return 0;
+}
+
+/* A bucket name S3 accepts: 3 to 63 characters of lower-case letters,
+ * digits, dots and hyphens, starting and ending with a letter or digit
+ * (the AWS "bucket naming rules"; other stores allow more, but a volume
+ * should be portable between them).
+ */
+static bool
+valid_bucket (const char *b)
+{
+  size_t n = strlen (b), i;
+
+  if (n < 3 || n > 63)
+    return false;
+  for (i = 0; i < n; ++i)
+    if (!((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9') ||
+          b[i] == '.' || b[i] == '-'))
+      return false;
+  return b[0] != '.' && b[0] != '-' && b[n - 1] != '.' && b[n - 1] != '-'
+    && strstr (b, "..") == NULL;
+}
+
+/* The S3 parameters.  1 if key is not one of them, 0 done, -1 error. */
+static int
+s3_config (const char *key, const char *value)
+{
+  char *secret = NULL;
+
+  if (strcmp (key, "bucket") == 0) {
+    if (!valid_bucket (value)) {
+      nbdkit_error ("bucket=%s: invalid bucket name: expected 3 to 63 "
+                    "lower-case letters, digits, dots and hyphens, starting "
+                    "and ending with a letter or digit", value);
+      return -1;
+    }
+    return set_string (&s3cfg.bucket, value);
+  }
+  if (strcmp (key, "prefix") == 0)
+    return set_string (&s3cfg.prefix, value);
+  if (strcmp (key, "endpoint") == 0) {
+    if (strncmp (value, "http://", 7) != 0 &&
+        strncmp (value, "https://", 8) != 0) {
+      nbdkit_error ("endpoint=%s: invalid value: expected a URL starting "
+                    "with http:// or https://", value);
+      return -1;
+    }
+    return set_string (&s3cfg.endpoint, value);
+  }
+  if (strcmp (key, "region") == 0)
+    return set_string (&s3cfg.region, value);
+  if (strcmp (key, "access-key") == 0)
+    return set_string (&s3cfg.access_key, value);
+  if (strcmp (key, "secret-key") == 0 || strcmp (key, "session-token") == 0) {
+    /* nbdkit's password convention: a value, or +FILE, - (stdin), -FD. */
+    if (nbdkit_read_password (value, &secret) < 0)
+      return -1;
+    char **field = strcmp (key, "secret-key") == 0
+      ? &s3cfg.secret_key : &s3cfg.session_token;
+    free (*field);
+    *field = secret;
+    return 0;
+  }
+  if (strcmp (key, "profile") == 0)
+    return set_string (&s3cfg.profile, value);
+  if (strcmp (key, "ca-file") == 0) {
+    free (s3cfg.ca_file);
+    s3cfg.ca_file = nbdkit_realpath (value);
+    return s3cfg.ca_file ? 0 : -1;
+  }
+  if (strcmp (key, "path-style") == 0) {
+    bool b;
+    if (strcmp (value, "auto") == 0)
+      s3cfg.path_style = -1;
+    else if (params_parse_bool (value, &b) == 0)
+      s3cfg.path_style = b;
+    else {
+      nbdkit_error ("%s=%s: invalid value: expected true, false or auto",
+                    key, value);
+      return -1;
+    }
+    return 0;
+  }
+  if (strcmp (key, "retry-time") == 0 || strcmp (key, "request-timeout") == 0) {
+    double d;
+    if (params_parse_seconds (value, &d) < 0 || d > 86400 ||
+        (key[2] == 'q' && d < 1)) {
+      nbdkit_error ("%s=%s: invalid value: expected seconds, e.g. %s=60%s",
+                    key, value, key,
+                    key[2] == 'q' ? " (at least 1)" : " (0: never retry)");
+      return -1;
+    }
+    if (key[2] == 'q')
+      s3cfg.request_timeout = d;
+    else
+      s3cfg.retry_time = d > 0 ? d : -1;
+    return 0;
+  }
+  return 1;
+}
+
+/* The store the parameters name: a directory or a bucket. */
+static int
+open_store (void)
+{
+  struct objstore_s3_params p = {
+    .bucket = s3cfg.bucket,
+    .prefix = s3cfg.prefix,
+    .endpoint = s3cfg.endpoint,
+    .region = s3cfg.region,
+    .access_key = s3cfg.access_key,
+    .secret_key = s3cfg.secret_key,
+    .session_token = s3cfg.session_token,
+    .profile = s3cfg.profile,
+    .ca_file = s3cfg.ca_file,
+    .path_style = s3cfg.path_style,
+    .connections = cfg.connections,
+    .retry_time = s3cfg.retry_time,
+    .request_timeout = s3cfg.request_timeout,
+  };
+
+  if (s3cfg.bucket)
+    return objstore_s3_open (&p, &store) < 0 ? -1 : 0;
+  return objstore_dir_open (cfg.dir, cfg.size > 0, &store) < 0 ? -1 : 0;
 }
 
 /* Report a bad value for key once, naming what is accepted. */
@@ -86,7 +533,10 @@ static int
 s3chunk_config (const char *key, const char *value)
 {
   uint64_t u;
+  int r;
 
+  if ((r = s3_config (key, value)) <= 0)
+    return r;
   if (strcmp (key, "dir") == 0) {
     free (cfg.dir);
     cfg.dir = nbdkit_absolute_path (value);
@@ -138,6 +588,15 @@ s3chunk_config (const char *key, const char *value)
       BAD_PARAM (key, value, "seconds from 0 to 3600, e.g. upload-delay=2 "
                  "or upload-delay=500ms");
   }
+  else if (is_lock_key (key)) {
+    if (lock_config (key, value) < 0)
+      return -1;
+  }
+  else if (strcmp (key, "readahead") == 0) {
+    if (params_parse_uint (value, 0, 1024, &u) < 0)
+      BAD_PARAM (key, value, "a number of chunks from 0 to 1024");
+    cfg.readahead = u;
+  }
   else {
     nbdkit_error ("unknown parameter '%s': see nbdkit-s3chunk-plugin(1) or "
                   "'nbdkit s3chunk --help' for the parameters", key);
@@ -149,9 +608,26 @@ s3chunk_config (const char *key, const char *value)
 static int
 s3chunk_config_complete (void)
 {
-  if (cfg.dir == NULL) {
+  if (cfg.dir == NULL && s3cfg.bucket == NULL) {
     nbdkit_error ("no store given: add dir=PATH for a local directory "
-                  "(or bucket=NAME for S3)");
+                  "or bucket=NAME for S3");
+    return -1;
+  }
+  if (cfg.dir && s3cfg.bucket) {
+    nbdkit_error ("dir= and bucket= both given: a volume lives in one "
+                  "store, drop one");
+    return -1;
+  }
+  if (cfg.dir && (s3cfg.prefix || s3cfg.endpoint || s3cfg.region ||
+                  s3cfg.access_key || s3cfg.secret_key || s3cfg.profile ||
+                  s3cfg.ca_file)) {
+    nbdkit_error ("prefix=, endpoint=, region=, access-key=, secret-key=, "
+                  "profile= and ca-file= are for bucket=, not dir=");
+    return -1;
+  }
+  if (!s3cfg.access_key != !s3cfg.secret_key) {
+    nbdkit_error ("access-key= and secret-key= go together: give both, or "
+                  "neither to use the environment or ~/.aws/credentials");
     return -1;
   }
   if (cfg.compression_set && !cfg.compression && cfg.level >= 0) {
@@ -164,13 +640,29 @@ s3chunk_config_complete (void)
 
 #define s3chunk_config_help \
   "dir=PATH              Local directory holding the volume.\n" \
+  "bucket=NAME           S3 bucket holding the volume.\n" \
+  "prefix=PREFIX         Key prefix of the volume in the bucket.\n" \
+  "endpoint=URL          S3 endpoint (default AWS for the region).\n" \
+  "region=REGION         Signing region (default $AWS_REGION or us-east-1).\n" \
+  "access-key=ID         Access key (default: environment, ~/.aws).\n" \
+  "secret-key=SECRET     Secret key, or +FILE, - (stdin), -FD.\n" \
+  "session-token=TOKEN   Session token for temporary credentials.\n" \
+  "profile=NAME          Profile in ~/.aws/credentials.\n" \
+  "ca-file=FILE          Extra CA certificate(s) for HTTPS.\n" \
+  "path-style=true|false|auto  Bucket in the path, not the host name.\n" \
+  "retry-time=SECS       Time spent retrying a failing request (60).\n" \
+  "request-timeout=SECS  Time one HTTP request may take (30).\n" \
   "size=SIZE             Create the volume, or grow it (K/M/G/T suffixes).\n" \
   "chunk-size=SIZE       Chunk size at creation (power of 2, default 1M).\n" \
   "compression=zstd|none Compress chunks at creation (default zstd).\n" \
   "level=N               zstd level at creation (1-19, default 1).\n" \
   "cache-size=SIZE       Memory for cached chunks (default 256M).\n" \
   "connections=N         Parallel uploads (default 16).\n" \
-  "upload-delay=SECS     Delay before uploading a partly written chunk (2)."
+  "upload-delay=SECS     Delay before uploading a partly written chunk (2).\n" \
+  "readahead=N           Chunks fetched ahead of sequential reads (8).\n" \
+  "lock=object|none      Take the volume lock (default object).\n" \
+  "lease=SECS            Lock lease, renewed every third of it (60).\n" \
+  "force-unlock=true     Take over the lock even if its holder looks alive."
 
 /* Open everything before nbdkit accepts a connection or forks, so errors
  * reach the user's terminal and nbdkit exits with them.
@@ -187,35 +679,53 @@ s3chunk_get_ready (void)
     .cache_size = cfg.cache_size,
     .workers = cfg.connections,
     .upload_delay = cfg.upload_delay,
+    .readahead = cfg.readahead,
   };
   int r;
 
-  r = objstore_dir_open (cfg.dir, cfg.size > 0, &store);
-  if (r < 0)
+  if (open_store () < 0)
     return -1;
+  /* Lock before opening the volume: creating or growing it writes. */
+  if (volume_lock_take () < 0)
+    return -1;
+  vp.readonly = read_only;
   r = cs_volume_open (store, &vp, &volume);
   if (r < 0)
-    return -1;
+    goto fail;
   r = cs_map_load (volume);
   if (r < 0)
-    return -1;
+    goto fail;
   r = cache_open (volume, &cp, &cache);
   if (r < 0) {
     nbdkit_error ("cache: %s", strerror (-r));
-    return -1;
+    goto fail;
   }
   nbdkit_debug ("volume: size %" PRIu64 ", chunk size %" PRIu32
                 ", %" PRIu64 " chunk(s) stored, level %d",
                 volume->size, volume->chunk_size, cs_map_count (volume),
                 volume->level);
   return 0;
+
+ fail:
+  /* nbdkit exits without .cleanup: give the lock back now. */
+  volume_lock_drop ();
+  return -1;
 }
 
 /* Threads do not survive fork: start them in the process that serves. */
 static int
 s3chunk_after_fork (void)
 {
-  return cache_start (cache) < 0 ? -1 : 0;
+  if (vlock && lock_start (vlock, fence_cache, cache) < 0) {
+    volume_lock_drop ();
+    return -1;
+  }
+  if (cache_start (cache) < 0) {
+    volume_lock_drop ();
+    return -1;
+  }
+  started = true;
+  return 0;
 }
 
 /* Called on SIGTERM/SIGINT and at exit, after the last connection closed:
@@ -225,10 +735,28 @@ static void
 s3chunk_cleanup (void)
 {
   if (cache) {
+    /* The last flush runs while the lock is still renewed, so losing it
+     * stops the flush.  After lock_stop nothing renews it: an upload from
+     * then on could outlive the lease, so what is still dirty is given up
+     * instead of written unlocked.
+     */
+    if (vlock) {
+      int tries;
+
+      for (tries = 0; tries < 3; ++tries)
+        if (cache_flush (cache) == 0 || cache_failed (cache))
+          break;
+      lock_stop (vlock);
+      if (tries == 3)
+        cache_fail (cache, "shutdown: the last flush failed and the volume "
+                    "lock is no longer renewed");
+    }
     if (cache_close (cache) < 0)
       nbdkit_error ("shutdown: some data could not be stored (see above)");
     cache = NULL;
   }
+  /* After the last flush: delete the lock (only if it is still ours). */
+  volume_lock_drop ();
   cs_volume_close (volume);
   volume = NULL;
   objstore_close (store);
@@ -260,6 +788,15 @@ s3chunk_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
     ? volume->chunk_size : 32 * 1024 * 1024;
   *maximum = 0xffffffff;
   return 0;
+}
+
+/* Read-only when nbdkit -r was given: we took no lock, so we must not
+ * write even if our reading of the command line was wrong.
+ */
+static int
+s3chunk_can_write (void *handle)
+{
+  return !read_only;
 }
 
 /* Flush is a real barrier over every connection's writes (one cache). */
@@ -416,7 +953,7 @@ static struct nbdkit_plugin plugin = {
   .open = s3chunk_open,
   .get_size = s3chunk_get_size,
   .block_size = s3chunk_block_size,
-  .can_write = NULL,
+  .can_write = s3chunk_can_write,
   .can_flush = s3chunk_can_flush,
   .can_fua = s3chunk_can_fua,
   .can_multi_conn = s3chunk_can_multi_conn,

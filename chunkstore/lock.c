@@ -1,0 +1,907 @@
+/* s3chunk: the one-mounter lock (see lock.h for the protocol).
+ *
+ * Time.  Two clocks are used and never mixed:
+ *  - whether someone else's lock is stale is judged by the STORE's clock
+ *    alone: the object's last-modified time against the store's time in
+ *    the same response, so a machine with a wrong clock can neither steal a
+ *    live lock nor keep a dead one;
+ *  - whether we may still hold ours is judged by the local monotonic clock
+ *    from the moment the last successful renewal was SENT (the store stamps
+ *    it later than that, so our view of the lease is never longer than
+ *    theirs).  We fence ourselves one renewal period before the lease could
+ *    run out, leaving that period for clock rate differences and for
+ *    uploads already under way to end.
+ *
+ * Threads.  lock_start runs two threads: the renewer does the store I/O,
+ * the watchdog only watches the deadline, so a renewal stuck in a slow
+ * request cannot delay fencing.  The mutex guards the fields below it and
+ * is never held across I/O.
+ *
+ * Every write of ours carries a new sequence number, so its content (and
+ * so its etag) is unique: after an outcome we do not know (-ETIMEDOUT) or
+ * a refused condition (-EEXIST), reading the object back says exactly
+ * whether our write landed, an older one of ours is there, or someone
+ * else's.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "lock.h"
+#include "log.h"
+#include "params.h"
+
+/* A lock object is a few hundred bytes; refuse anything much larger. */
+#define LOCK_MAX_SIZE 4096
+
+/* How many times acquire goes round when the object keeps appearing and
+ * disappearing under it (holders starting and stopping).
+ */
+#define ACQUIRE_ATTEMPTS 5
+
+struct lock {
+  struct objstore *os;          /* not owned */
+  double period;                /* seconds between renewals: lease / 3 */
+  double fence_after;           /* lease - period */
+  pthread_t renewer, watchdog;
+  bool renewer_started, watchdog_started;
+  lock_fence_fn fence;
+  void *opaque;
+
+  pthread_mutex_t mu;
+  pthread_cond_t cond;          /* on CLOCK_MONOTONIC */
+  struct lock_holder me;        /* what we last tried to write */
+  char etag[128];               /* of our object in the store */
+  struct timespec ok_sent;      /* when the last successful write was sent */
+  bool stopping, fenced;
+  char why[512];
+};
+
+/* ---------------------------------------------------------------- clocks */
+
+static struct timespec
+mono_now (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts;
+}
+
+static double
+ts_diff (struct timespec a, struct timespec b)
+{
+  return (a.tv_sec - b.tv_sec) + (a.tv_nsec - b.tv_nsec) / 1e9;
+}
+
+static struct timespec
+ts_add (struct timespec t, double secs)
+{
+  long long ns = (long long) (secs * 1e9);
+
+  t.tv_sec += ns / 1000000000;
+  t.tv_nsec += ns % 1000000000;
+  if (t.tv_nsec >= 1000000000) {
+    t.tv_sec++;
+    t.tv_nsec -= 1000000000;
+  }
+  return t;
+}
+
+/* ------------------------------------------------------------- the format */
+
+/* Host names and versions are printed in refusals: keep them to a safe
+ * alphabet so that an untrusted object cannot put control characters in
+ * our log.
+ */
+static bool
+safe_char (char c)
+{
+  return ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') ||
+    ('0' <= c && c <= '9') || c == '.' || c == '-' || c == '_' ||
+    c == '+' || c == '~';
+}
+
+static bool
+safe_string (const char *s, size_t max)
+{
+  size_t n = strlen (s);
+
+  if (n == 0 || n >= max)
+    return false;
+  for (; *s; ++s)
+    if (!safe_char (*s))
+      return false;
+  return true;
+}
+
+static bool
+hex_string (const char *s, size_t len)
+{
+  if (strlen (s) != len)
+    return false;
+  for (; *s; ++s)
+    if (!(('0' <= *s && *s <= '9') || ('a' <= *s && *s <= 'f')))
+      return false;
+  return true;
+}
+
+int
+lock_format (const struct lock_holder *h, char *buf, size_t len)
+{
+  int n = snprintf (buf, len,
+                    "s3chunk lock\n"
+                    "format-version=%d\n"
+                    "owner=%s\n"
+                    "host=%s\n"
+                    "pid=%" PRId64 "\n"
+                    "taken-at=%" PRId64 "\n"
+                    "renewed-at=%" PRId64 "\n"
+                    "lease=%u\n"
+                    "sequence=%" PRIu64 "\n"
+                    "version=%s\n",
+                    LOCK_FORMAT_VERSION, h->owner, h->host, h->pid,
+                    h->taken_at, h->renewed_at, h->lease, h->sequence,
+                    h->version);
+
+  if (n < 0 || (size_t) n >= len)
+    return -ENAMETOOLONG;
+  return n;
+}
+
+#define BADLOCK(...) do { cs_error (__VA_ARGS__); return -EIO; } while (0)
+
+int
+lock_parse (const void *data, size_t len, struct lock_holder *h)
+{
+  CLEANUP_FREE char *text = NULL;
+  char *line, *save = NULL;
+  unsigned seen = 0;
+  enum { F_OWNER = 1, F_HOST = 2, F_PID = 4, F_TAKEN = 8, F_RENEWED = 16,
+         F_LEASE = 32, F_SEQ = 64, F_VERSION = 128, F_ALL = 255 };
+  bool version_seen = false;
+
+  memset (h, 0, sizeof *h);
+  if (len > LOCK_MAX_SIZE || memchr (data, '\0', len))
+    BADLOCK ("read %s: not an s3chunk lock (binary or too large)", LOCK_KEY);
+  if (len == 0 || ((const char *) data)[len - 1] != '\n')
+    BADLOCK ("read %s: not an s3chunk lock (truncated)", LOCK_KEY);
+  text = strndup (data, len);
+  if (text == NULL)
+    return -ENOMEM;
+  if (strstr (text, "\n\n") || strchr (text, '\r'))
+    BADLOCK ("read %s: malformed lock object (empty line or CR)", LOCK_KEY);
+  line = strtok_r (text, "\n", &save);
+  if (line == NULL || strcmp (line, "s3chunk lock") != 0)
+    BADLOCK ("read %s: not an s3chunk lock (bad first line)", LOCK_KEY);
+  while ((line = strtok_r (NULL, "\n", &save)) != NULL) {
+    char *eq = strchr (line, '=');
+    const char *k = line, *val;
+    unsigned bit = 0;
+    uint64_t u;
+
+    if (eq == NULL)
+      BADLOCK ("read %s: malformed lock line", LOCK_KEY);
+    *eq = '\0';
+    val = eq + 1;
+    if (!version_seen) {
+      if (strcmp (k, "format-version") != 0)
+        BADLOCK ("read %s: format-version must come first", LOCK_KEY);
+      if (params_parse_uint (val, 0, 1000000, &u) < 0)
+        BADLOCK ("read %s: bad format-version", LOCK_KEY);
+      if (u != LOCK_FORMAT_VERSION)
+        BADLOCK ("read %s: lock format version %" PRIu64 ", this s3chunk "
+                 "reads version %d: it was written by another release",
+                 LOCK_KEY, u, LOCK_FORMAT_VERSION);
+      version_seen = true;
+      continue;
+    }
+    if (strcmp (k, "owner") == 0) {
+      bit = F_OWNER;
+      if (!hex_string (val, 32))
+        BADLOCK ("read %s: bad owner", LOCK_KEY);
+      memcpy (h->owner, val, 33);
+    }
+    else if (strcmp (k, "host") == 0) {
+      bit = F_HOST;
+      if (!safe_string (val, sizeof h->host))
+        BADLOCK ("read %s: bad host", LOCK_KEY);
+      strcpy (h->host, val);
+    }
+    else if (strcmp (k, "pid") == 0) {
+      bit = F_PID;
+      if (params_parse_uint (val, 1, INT32_MAX, &u) < 0)
+        BADLOCK ("read %s: bad pid", LOCK_KEY);
+      h->pid = u;
+    }
+    else if (strcmp (k, "taken-at") == 0) {
+      bit = F_TAKEN;
+      if (params_parse_uint (val, 0, INT64_MAX, &u) < 0)
+        BADLOCK ("read %s: bad taken-at", LOCK_KEY);
+      h->taken_at = u;
+    }
+    else if (strcmp (k, "renewed-at") == 0) {
+      bit = F_RENEWED;
+      if (params_parse_uint (val, 0, INT64_MAX, &u) < 0)
+        BADLOCK ("read %s: bad renewed-at", LOCK_KEY);
+      h->renewed_at = u;
+    }
+    else if (strcmp (k, "lease") == 0) {
+      bit = F_LEASE;
+      if (params_parse_uint (val, LOCK_MIN_LEASE, LOCK_MAX_LEASE, &u) < 0)
+        BADLOCK ("read %s: bad lease", LOCK_KEY);
+      h->lease = u;
+    }
+    else if (strcmp (k, "sequence") == 0) {
+      bit = F_SEQ;
+      if (params_parse_uint (val, 0, UINT64_MAX, &u) < 0)
+        BADLOCK ("read %s: bad sequence", LOCK_KEY);
+      h->sequence = u;
+    }
+    else if (strcmp (k, "version") == 0) {
+      bit = F_VERSION;
+      if (!safe_string (val, sizeof h->version))
+        BADLOCK ("read %s: bad version", LOCK_KEY);
+      strcpy (h->version, val);
+    }
+    else
+      BADLOCK ("read %s: unknown lock field: written by a newer s3chunk?",
+               LOCK_KEY);
+    if (seen & bit)
+      BADLOCK ("read %s: duplicate field %s", LOCK_KEY, k);
+    seen |= bit;
+  }
+  if (seen != F_ALL)
+    BADLOCK ("read %s: lock object is missing fields (truncated?)", LOCK_KEY);
+  return 0;
+}
+
+void
+lock_describe (const struct lock_holder *h, int64_t age, char *buf,
+               size_t len)
+{
+  char since[64] = "an unknown time", renewed[64] = "at an unknown time";
+  time_t t = h->taken_at;
+  struct tm tm;
+
+  if (h->taken_at > 0 && gmtime_r (&t, &tm))
+    strftime (since, sizeof since, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  if (age >= 0)
+    snprintf (renewed, sizeof renewed, "%" PRId64 " s ago", age);
+  snprintf (buf, len, "host %s (pid %" PRId64 ", s3chunk %s), taken at %s, "
+            "last renewed %s, lease %u s",
+            h->host, h->pid, h->version, since, renewed, h->lease);
+}
+
+/* ------------------------------------------------------------ store I/O */
+
+/* The store's answer to "how long since this object was written", by its
+ * own clock; -1 when it did not say.
+ */
+static int64_t
+age_of (const struct objstore_info *info)
+{
+  if (info->mtime <= 0 || info->date <= 0)
+    return -1;
+  return info->date >= info->mtime ? info->date - info->mtime : 0;
+}
+
+/* Stale means not rewritten for longer than the lease.  Both times are
+ * whole seconds rounded down, so age > lease means more than lease seconds
+ * really passed.  Unknown age: never stale (only force takes it).
+ */
+static bool
+is_stale (int64_t age, unsigned lease)
+{
+  return age >= 0 && age > (int64_t) lease;
+}
+
+/* Get the lock object.  *valid tells whether it parsed (errors other than
+ * -ENOENT are returned; a bad object is 0 with *valid false).
+ */
+static int
+read_lock (struct objstore *os, struct cs_buf *b, struct objstore_info *info,
+           struct lock_holder *h, bool *valid)
+{
+  int r;
+
+  memset (info, 0, sizeof *info);
+  r = objstore_get (os, LOCK_KEY, LOCK_MAX_SIZE, b, info);
+  if (r == -EFBIG) {
+    *valid = false;
+    memset (h, 0, sizeof *h);
+    return 0;
+  }
+  if (r < 0)
+    return r;
+  *valid = lock_parse (b->data, b->len, h) == 0;
+  return 0;
+}
+
+int
+lock_read (struct objstore *os, struct lock_holder *h, int64_t *age,
+           bool *fresh)
+{
+  struct cs_buf b = CS_BUF_INIT;
+  struct objstore_info info;
+  bool valid;
+  int r;
+
+  r = read_lock (os, &b, &info, h, &valid);
+  cs_buf_free (&b);
+  if (r < 0)
+    return r;
+  if (!valid)
+    return -EIO;
+  *age = age_of (&info);
+  *fresh = !is_stale (*age, h->lease);
+  return 0;
+}
+
+/* ------------------------------------------------------------ the probe */
+
+/* nbytes random bytes as hex.  The owner id must be unique, or two
+ * holders would take each other's lock for their own: no weak fallback.
+ */
+static int
+random_hex (char *out, size_t nbytes)
+{
+  uint8_t b[32];
+  size_t i;
+
+  if (nbytes > sizeof b ||
+      getrandom (b, nbytes, 0) != (ssize_t) nbytes) {
+    cs_error ("lock: getrandom: %s", strerror (errno));
+    return -EIO;
+  }
+  for (i = 0; i < nbytes; ++i)
+    snprintf (out + 2 * i, 3, "%02x", b[i]);
+  return 0;
+}
+
+int
+lock_probe (struct objstore *os)
+{
+  char key[64], hex[17];
+  struct objstore_info info;
+  const char *bad = NULL;
+  int r;
+
+  r = random_hex (hex, 8);
+  if (r < 0)
+    return r;
+  snprintf (key, sizeof key, LOCK_PROBE_PREFIX "%s", hex);
+
+  r = objstore_put_if (os, key, "probe 1\n", 8, NULL, &info);
+  if (r < 0) {
+    cs_error ("lock: checking that the store enforces conditional writes: "
+              "create %s: %s", key, strerror (-r));
+    return r;
+  }
+  r = objstore_put_if (os, key, "probe 2\n", 8, NULL, NULL);
+  if (r == 0)
+    bad = "a second create-if-absent of the same key succeeded";
+  else if (r == -EEXIST) {
+    r = objstore_put_if (os, key, "probe 3\n", 8,
+                         "s3chunk-probe-not-an-etag", NULL);
+    if (r == 0)
+      bad = "a replace with a wrong etag succeeded";
+    else if (r == -EEXIST && info.etag[0] != '\0') {
+      r = objstore_put_if (os, key, "probe 4\n", 8, info.etag, NULL);
+      if (r == -EEXIST)
+        bad = "a replace with the object's own etag was refused";
+    }
+    else if (r == -EEXIST)
+      bad = "it returned no etag for a conditional write";
+  }
+  objstore_del (os, key);
+  if (bad) {
+    cs_error ("lock: the store does not enforce conditional writes (%s), so "
+              "the volume lock cannot keep two instances from writing the "
+              "same volume: use a store that honours If-None-Match and "
+              "If-Match, or add lock=none if you make sure yourself that "
+              "only one instance ever runs", bad);
+    return -ENOTSUP;
+  }
+  if (r < 0 && r != -EEXIST) {
+    cs_error ("lock: checking that the store enforces conditional writes on "
+              "%s: %s", key, strerror (-r));
+    return r;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------ taking the lock */
+
+static void
+free_lock (struct lock *l)
+{
+  pthread_mutex_destroy (&l->mu);
+  pthread_cond_destroy (&l->cond);
+  free (l);
+}
+
+static int
+init_lock (struct objstore *os, const struct lock_params *p,
+           struct lock **out)
+{
+  struct lock *l = calloc (1, sizeof *l);
+  pthread_condattr_t ca;
+  char host[256];
+  size_t i;
+
+  if (l == NULL)
+    return -ENOMEM;
+  l->os = os;
+  l->period = p->lease / 3.0;
+  l->fence_after = p->lease - l->period;
+  pthread_mutex_init (&l->mu, NULL);
+  pthread_condattr_init (&ca);
+  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+  pthread_cond_init (&l->cond, &ca);
+  pthread_condattr_destroy (&ca);
+
+  if (random_hex (l->me.owner, 16) < 0) {
+    free_lock (l);
+    return -EIO;
+  }
+  if (gethostname (host, sizeof host) < 0 || host[0] == '\0')
+    strcpy (host, "unknown");
+  host[sizeof host - 1] = '\0';
+  for (i = 0; host[i]; ++i)
+    if (!safe_char (host[i]))
+      host[i] = '_';
+  strcpy (l->me.host, host);
+  l->me.pid = getpid ();
+  l->me.taken_at = l->me.renewed_at = time (NULL);
+  l->me.lease = p->lease;
+  l->me.sequence = 0;
+  snprintf (l->me.version, sizeof l->me.version, "%s",
+            p->version && safe_string (p->version, sizeof l->me.version)
+            ? p->version : "unknown");
+  *out = l;
+  return 0;
+}
+
+/* Write our object with a fresh sequence number: a create when if_match is
+ * NULL, else a replace of that etag.  The outcome is settled (an unknown
+ * one by reading the object back):
+ *   0        ours is there now (etag and ok_sent updated);
+ *   -EEXIST  someone else's object is there, or a bad one: seen, valid,
+ *            age and seen_etag (128 bytes) describe it;
+ *   -EAGAIN  an older object of ours is there (etag adopted);
+ *   -ENOENT  there is no object at all;
+ *   other    the store failed; nothing known.
+ */
+static int
+write_ours (struct lock *l, const char *if_match, struct lock_holder *seen,
+            bool *valid, int64_t *age, char *seen_etag)
+{
+  struct lock_holder h;
+  struct objstore_info info;
+  struct cs_buf b = CS_BUF_INIT;
+  struct timespec sent;
+  char text[LOCK_MAX_SIZE];
+  int n, r;
+
+  pthread_mutex_lock (&l->mu);
+  l->me.sequence++;
+  l->me.renewed_at = time (NULL);
+  l->me.pid = getpid ();
+  h = l->me;
+  pthread_mutex_unlock (&l->mu);
+
+  n = lock_format (&h, text, sizeof text);
+  if (n < 0)
+    return n;
+  sent = mono_now ();
+  r = objstore_put_if (l->os, LOCK_KEY, text, n, if_match, &info);
+  if (r == 0)
+    goto ours;
+  if (r != -EEXIST && r != -ETIMEDOUT)
+    return r;
+
+  /* Settle by reading back what is there. */
+  r = read_lock (l->os, &b, &info, seen, valid);
+  *age = r == 0 ? age_of (&info) : -1;
+  memcpy (seen_etag, r == 0 ? info.etag : "", r == 0 ? sizeof info.etag : 1);
+  if (r == -ENOENT) {
+    *valid = false;
+    cs_buf_free (&b);
+    return -ENOENT;
+  }
+  if (r < 0) {
+    cs_buf_free (&b);
+    return r;
+  }
+  if (!*valid || strcmp (seen->owner, h.owner) != 0) {
+    cs_buf_free (&b);
+    return -EEXIST;
+  }
+  if (b.len != (size_t) n || memcmp (b.data, text, n) != 0) {
+    /* An older write of ours: the newer one did not land (yet).  Its
+     * mtime may be older than sent, so ok_sent stays as it was.
+     */
+    cs_debug ("lock: renewal %" PRIu64 " did not land, %" PRIu64 " is there",
+              h.sequence, seen->sequence);
+    pthread_mutex_lock (&l->mu);
+    memcpy (l->etag, info.etag, sizeof l->etag);
+    pthread_mutex_unlock (&l->mu);
+    cs_buf_free (&b);
+    return -EAGAIN;
+  }
+  cs_buf_free (&b);
+  cs_debug ("lock: write %" PRIu64 " landed after all", h.sequence);
+
+ ours:
+  pthread_mutex_lock (&l->mu);
+  memcpy (l->etag, info.etag, sizeof l->etag);
+  if (ts_diff (sent, l->ok_sent) > 0)
+    l->ok_sent = sent;
+  pthread_cond_broadcast (&l->cond);
+  pthread_mutex_unlock (&l->mu);
+  return 0;
+}
+
+static int
+refuse (const struct lock_holder *h, bool valid, int64_t age, unsigned lease)
+{
+  char desc[512], wait[96] = "";
+  unsigned holder_lease = valid ? h->lease : lease;
+
+  if (age >= 0)
+    snprintf (wait, sizeof wait, " (in about %" PRId64 " s)",
+              (int64_t) holder_lease + 1 - age > 0
+              ? (int64_t) holder_lease + 1 - age : 1);
+  if (valid)
+    lock_describe (h, age, desc, sizeof desc);
+  else
+    snprintf (desc, sizeof desc, "an unreadable lock object, last written "
+              "%" PRId64 " s ago", age);
+  cs_error ("the volume is in use: locked by %s: if that process is gone, "
+            "start again when the lease has run out%s, or add "
+            "force-unlock=true (or run 's3chunk unlock') if you are sure it "
+            "is not running", desc, wait);
+  return -EBUSY;
+}
+
+int
+lock_acquire (struct objstore *os, const struct lock_params *p,
+              struct lock **out)
+{
+  struct lock_holder seen;
+  struct lock *l;
+  bool valid;
+  int64_t age;
+  int attempt, r;
+
+  if (p->lease < LOCK_MIN_LEASE || p->lease > LOCK_MAX_LEASE)
+    return -EINVAL;
+  r = init_lock (os, p, &l);
+  if (r < 0)
+    return r;
+
+  for (attempt = 0; attempt < ACQUIRE_ATTEMPTS; ++attempt) {
+    char etag[128], cur[128], desc[512];
+    bool stale;
+
+    r = write_ours (l, NULL, &seen, &valid, &age, etag);
+    if (r == 0)
+      break;
+    if (r == -ENOENT)
+      continue;                 /* released meanwhile: try again */
+    if (r != -EEXIST)
+      goto fail;
+
+    /* Someone else's object: fresh, stale, or we are forced. */
+    stale = is_stale (age, valid ? seen.lease : p->lease);
+    if (!stale && !p->force) {
+      r = refuse (&seen, valid, age, p->lease);
+      goto fail;
+    }
+    if (valid)
+      lock_describe (&seen, age, desc, sizeof desc);
+    else
+      snprintf (desc, sizeof desc, "an unreadable lock object");
+    if (etag[0] == '\0') {
+      cs_error ("lock: the store gave no etag for %s: cannot take it over "
+                "safely", LOCK_KEY);
+      r = -EIO;
+      goto fail;
+    }
+
+    r = write_ours (l, etag, &seen, &valid, &age, cur);
+    if (r == 0) {
+      cs_warn ("lock: took over the %s lock of %s", stale ? "stale" :
+               "FRESH (force-unlock=true)", desc);
+      break;
+    }
+    if (r == -EEXIST) {
+      /* Another taker won the race: it is the holder now. */
+      r = refuse (&seen, valid, age, p->lease);
+      goto fail;
+    }
+    if (r == -ENOENT)
+      continue;
+    goto fail;
+  }
+  if (attempt == ACQUIRE_ATTEMPTS) {
+    cs_error ("lock: the lock object kept changing while taking it (other "
+              "instances starting and stopping?): try again");
+    r = -EBUSY;
+    goto fail;
+  }
+  cs_debug ("lock: taken, owner %s, lease %u s", l->me.owner, l->me.lease);
+  *out = l;
+  return 0;
+
+ fail:
+  free_lock (l);
+  return r;
+}
+
+/* -------------------------------------------------------------- fencing */
+
+static void
+do_fence (struct lock *l, const char *reason)
+{
+  char why[sizeof l->why];
+
+  pthread_mutex_lock (&l->mu);
+  if (l->fenced) {
+    pthread_mutex_unlock (&l->mu);
+    return;
+  }
+  l->fenced = true;
+  snprintf (l->why, sizeof l->why, "%s", reason);
+  memcpy (why, l->why, sizeof why);
+  pthread_cond_broadcast (&l->cond);
+  pthread_mutex_unlock (&l->mu);
+
+  cs_error ("lock: the volume lock is lost: %s", why);
+  if (l->fence)
+    l->fence (l->opaque, why);
+}
+
+bool
+lock_fenced (struct lock *l, char *why, size_t len)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&l->mu);
+  if (why && len)
+    snprintf (why, len, "%s", l->fenced ? l->why : "");
+  return l->fenced;
+}
+
+int
+lock_renew (struct lock *l)
+{
+  struct lock_holder seen;
+  char etag[128], seen_etag[128], desc[512], why[700];
+  bool valid;
+  int64_t age;
+  int r;
+
+  pthread_mutex_lock (&l->mu);
+  if (l->fenced) {
+    pthread_mutex_unlock (&l->mu);
+    return -ENOLCK;
+  }
+  memcpy (etag, l->etag, sizeof etag);
+  pthread_mutex_unlock (&l->mu);
+
+  r = write_ours (l, etag, &seen, &valid, &age, seen_etag);
+  switch (r) {
+  case 0:
+    return 0;
+  case -EAGAIN:
+    return -EAGAIN;             /* an etag of ours adopted: go again soon */
+  case -ENOENT:
+    do_fence (l, "the lock object was deleted (s3chunk unlock, or another "
+              "instance started with force-unlock=true and stopped)");
+    return -ENOLCK;
+  case -EEXIST:
+    if (valid) {
+      lock_describe (&seen, age, desc, sizeof desc);
+      snprintf (why, sizeof why, "another instance took the volume over: "
+                "%s", desc);
+    }
+    else
+      snprintf (why, sizeof why, "the lock object was replaced by something "
+                "that is not our lock");
+    do_fence (l, why);
+    return -ENOLCK;
+  default:
+    cs_debug ("lock: renewal failed: %s: will retry", strerror (-r));
+    return r;
+  }
+}
+
+/* -------------------------------------------------------------- threads */
+
+static void *
+renewer_thread (void *arg)
+{
+  struct lock *l = arg;
+  struct timespec next;
+
+  pthread_mutex_lock (&l->mu);
+  next = ts_add (l->ok_sent, l->period);
+  while (!l->stopping && !l->fenced) {
+    struct timespec now = mono_now ();
+    int r;
+
+    if (ts_diff (next, now) > 0) {
+      pthread_cond_timedwait (&l->cond, &l->mu, &next);
+      continue;
+    }
+    pthread_mutex_unlock (&l->mu);
+    r = lock_renew (l);
+    pthread_mutex_lock (&l->mu);
+    if (r == 0)
+      next = ts_add (l->ok_sent, l->period);
+    else {
+      /* Try again soon, a few times before the watchdog fences. */
+      double retry = l->period / 4 < 0.25 ? 0.25 : l->period / 4;
+      next = ts_add (mono_now (), r == -EAGAIN ? 0 : retry);
+    }
+  }
+  pthread_mutex_unlock (&l->mu);
+  return NULL;
+}
+
+static void *
+watchdog_thread (void *arg)
+{
+  struct lock *l = arg;
+
+  pthread_mutex_lock (&l->mu);
+  while (!l->stopping && !l->fenced) {
+    struct timespec deadline = ts_add (l->ok_sent, l->fence_after);
+    double late = ts_diff (mono_now (), l->ok_sent);
+
+    if (late >= l->fence_after) {
+      char why[256];
+
+      snprintf (why, sizeof why, "no renewal of the lock succeeded for "
+                "%.1f s, and its lease of %u s could run out soon: another "
+                "instance may take the volume over", late, l->me.lease);
+      pthread_mutex_unlock (&l->mu);
+      do_fence (l, why);
+      pthread_mutex_lock (&l->mu);
+      break;
+    }
+    pthread_cond_timedwait (&l->cond, &l->mu, &deadline);
+  }
+  pthread_mutex_unlock (&l->mu);
+  return NULL;
+}
+
+int
+lock_start (struct lock *l, lock_fence_fn fence, void *opaque)
+{
+  int r;
+
+  l->fence = fence;
+  l->opaque = opaque;
+  /* The process that serves may not be the one that took the lock (nbdkit
+   * forks into the background): write our pid now, and learn at once if
+   * the lock was lost since.
+   */
+  for (int i = 0; i < 3; ++i) {
+    r = lock_renew (l);
+    if (r != -EAGAIN)
+      break;
+  }
+  if (r == -ENOLCK)
+    return r;
+  if (r < 0)
+    cs_warn ("lock: renewal failed at start (%s): retrying in the background",
+             strerror (-r));
+
+  r = pthread_create (&l->watchdog, NULL, watchdog_thread, l);
+  if (r != 0) {
+    cs_error ("lock: cannot start the lock watchdog thread: %s", strerror (r));
+    return -r;
+  }
+  l->watchdog_started = true;
+  r = pthread_create (&l->renewer, NULL, renewer_thread, l);
+  if (r != 0) {
+    cs_error ("lock: cannot start the lock renewal thread: %s", strerror (r));
+    return -r;
+  }
+  l->renewer_started = true;
+  return 0;
+}
+
+/* ------------------------------------------------------------- release */
+
+void
+lock_stop (struct lock *l)
+{
+  pthread_mutex_lock (&l->mu);
+  l->stopping = true;
+  pthread_cond_broadcast (&l->cond);
+  pthread_mutex_unlock (&l->mu);
+  if (l->renewer_started)
+    pthread_join (l->renewer, NULL);
+  if (l->watchdog_started)
+    pthread_join (l->watchdog, NULL);
+  l->renewer_started = l->watchdog_started = false;
+}
+
+int
+lock_release (struct lock *l)
+{
+  struct lock_holder seen;
+  struct objstore_info info;
+  struct cs_buf b = CS_BUF_INIT;
+  bool valid;
+  int r;
+
+  if (l == NULL)
+    return 0;
+  lock_stop (l);
+
+  /* Delete only our own object.  There is no conditional delete: someone
+   * could take the lock between this read and the delete only by force,
+   * and then the delete makes them fence themselves, never write blind.
+   */
+  r = read_lock (l->os, &b, &info, &seen, &valid);
+  cs_buf_free (&b);
+  if (r == -ENOENT)
+    r = 0;
+  else if (r == 0 && valid && strcmp (seen.owner, l->me.owner) == 0) {
+    r = objstore_del (l->os, LOCK_KEY);
+    if (r == 0)
+      cs_debug ("lock: released");
+  }
+  else if (r == 0) {
+    cs_warn ("lock: not deleting the lock object: it is not ours any more");
+    r = 0;
+  }
+  if (r < 0)
+    cs_warn ("lock: could not delete the lock object (%s): the next start "
+             "waits until its lease has run out", strerror (-r));
+  free_lock (l);
+  return r;
+}
+
+int
+lock_break (struct objstore *os, bool force)
+{
+  struct lock_holder h;
+  char desc[512];
+  int64_t age;
+  bool fresh;
+  int r;
+
+  r = lock_read (os, &h, &age, &fresh);
+  if (r == -ENOENT) {
+    cs_info ("lock: the volume is not locked");
+    return 0;
+  }
+  if (r == -EIO && force) {
+    cs_warn ("lock: deleting an unreadable lock object");
+    return objstore_del (os, LOCK_KEY);
+  }
+  if (r < 0)
+    return r;
+  lock_describe (&h, age, desc, sizeof desc);
+  if (fresh && !force)
+    return refuse (&h, true, age, h.lease);
+  if (fresh)
+    cs_warn ("lock: deleting the FRESH lock of %s: if that instance still "
+             "runs, it stops writing at its next renewal", desc);
+  else
+    cs_info ("lock: deleting the stale lock of %s", desc);
+  return objstore_del (os, LOCK_KEY);
+}

@@ -1,0 +1,121 @@
+/* s3chunk: one mounter per volume.
+ *
+ * A lock object (key "lock", beside the superblock) is created only if
+ * absent, renewed every lease/3 by a replace-if-etag of our own last write,
+ * and deleted on a clean stop.  Another process judges it stale when the
+ * store's own clock says it was not rewritten for longer than its lease,
+ * and takes it over only by a replace-if-etag of the stale object it read,
+ * so of several racing takers exactly one wins.  A holder that learns it
+ * lost the lock (someone else's object is there), or that cannot renew
+ * before the lease could have run out, calls its fence callback at once:
+ * the plugin's callback puts the cache into its sticky failed state.
+ * The object's text format is in docs/FORMAT.md ("The lock object").
+ *
+ * All functions return 0 or a negative errno and log one line on failure.
+ */
+#ifndef S3CHUNK_LOCK_H
+#define S3CHUNK_LOCK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "objstore.h"
+
+#define LOCK_KEY "lock"
+#define LOCK_PROBE_PREFIX "lock-probe-"
+#define LOCK_FORMAT_VERSION 1
+#define LOCK_MIN_LEASE 1                /* seconds; the plugin asks for 3 */
+#define LOCK_MAX_LEASE 86400
+
+struct lock_params {
+  unsigned lease;               /* seconds without renewal before a lock
+                                   is stale; renewed every lease/3 */
+  bool force;                   /* take over even a fresh lock (warned) */
+  const char *version;          /* written as version=, e.g. PACKAGE_VERSION */
+};
+
+/* What a lock object says, for messages and tools. */
+struct lock_holder {
+  char owner[33];               /* 128-bit random id, hex */
+  char host[256];
+  int64_t pid;
+  int64_t taken_at, renewed_at; /* the holder's clock, seconds since epoch */
+  unsigned lease;
+  uint64_t sequence;            /* bumped by every write of the holder */
+  char version[64];
+};
+
+/* Called once, from a lock thread, when the lock may be lost.  reason is
+ * one line.  It must not call back into the lock.
+ */
+typedef void (*lock_fence_fn) (void *opaque, const char *reason);
+
+struct lock;
+
+/* Check with a throw-away object "lock-probe-<random>" that the store
+ * really enforces put_if conditions: a second create-if-absent and a
+ * replace with a wrong etag must fail with -EEXIST, a replace with the
+ * right etag must succeed.  0 if enforced; -ENOTSUP (logged: which check
+ * failed) if not; another -errno if the store could not be asked.
+ */
+extern int lock_probe (struct objstore *os);
+
+/* Take the lock of the volume in os (not owned; must outlive the lock).
+ * -EBUSY when another holder's lock is fresh or when another taker won a
+ * race for a stale one: one error line names the holder (host, pid, since
+ * when, last renewal) and the ways out.  No thread is started.
+ */
+extern int lock_acquire (struct objstore *os, const struct lock_params *p,
+                         struct lock **out);
+
+/* Renew once now (so the object carries the pid of the process that
+ * serves, after nbdkit's fork), then start the renewal and watchdog
+ * threads.  fence may be NULL.  An error means the lock is already lost.
+ */
+extern int lock_start (struct lock *l, lock_fence_fn fence, void *opaque);
+
+/* One renewal, as the renewal thread does it (exposed for tests; do not
+ * call it while the threads run).  0 renewed; -ENOLCK the lock is lost
+ * (fenced, the callback called); another -errno: try again later.
+ */
+extern int lock_renew (struct lock *l);
+
+/* True once fenced; the reason is copied to why if why is not NULL. */
+extern bool lock_fenced (struct lock *l, char *why, size_t len);
+
+/* Stop the threads (joined when it returns): no renewal and no fence
+ * callback after this.  The object stays.
+ */
+extern void lock_stop (struct lock *l);
+
+/* Stop the threads, delete the lock object if it is still ours (same
+ * owner id; never someone else's), and free.  0, or -errno if the delete
+ * failed (the lock then runs out by itself after its lease).
+ */
+extern int lock_release (struct lock *l);
+
+/* Read the lock object without taking it.  -ENOENT if there is none.
+ * *age is how long ago it was last written by the store's clock (-1 if the
+ * store did not say); *fresh whether that is within the holder's lease.
+ * -EIO if the object is not a valid lock (logged).
+ */
+extern int lock_read (struct objstore *os, struct lock_holder *h,
+                      int64_t *age, bool *fresh);
+
+/* For "s3chunk unlock": delete the lock object if it is stale, or in any
+ * state when force is set (its holder, if alive, fences at its next
+ * renewal).  0 also when there is none; -EBUSY (holder named) if fresh.
+ */
+extern int lock_break (struct objstore *os, bool force);
+
+/* Serialise / parse the lock object (exposed for tests and tools). */
+extern int lock_format (const struct lock_holder *h, char *buf, size_t len);
+extern int lock_parse (const void *data, size_t len, struct lock_holder *h);
+
+/* One line describing a holder, as used in refusals: "host H (pid P),
+ * taken at T, last renewed N s ago".  age < 0: unknown.
+ */
+extern void lock_describe (const struct lock_holder *h, int64_t age,
+                           char *buf, size_t len);
+
+#endif /* S3CHUNK_LOCK_H */
