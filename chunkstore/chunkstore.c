@@ -252,7 +252,8 @@ create_volume (struct cs_volume *v, const struct cs_volume_params *p)
     return -errno;
   v->size = p->size;
   v->chunk_size = p->chunk_size ? p->chunk_size : CS_DEFAULT_CHUNK_SIZE;
-  v->level = p->level >= 0 ? p->level : CS_DEFAULT_LEVEL;
+  v->level = p->compress == CS_COMPRESS_NONE ? 0
+    : p->level >= 0 ? p->level : CS_DEFAULT_LEVEL;
   v->created = time (NULL);
   for (v->chunk_shift = 0; (1u << v->chunk_shift) < v->chunk_size;
        v->chunk_shift++)
@@ -355,6 +356,14 @@ cs_volume_open (struct objstore *os, const struct cs_volume_params *p,
       cs_error ("chunk-size=%" PRIu32 " differs from the volume's chunk size "
                 "%" PRIu32 ", fixed when it was created: leave chunk-size= "
                 "out", p->chunk_size, v->chunk_size);
+      r = -EINVAL;
+    }
+    else if (p->compress != CS_COMPRESS_UNSET &&
+             (p->compress == CS_COMPRESS_ZSTD) != (v->level > 0)) {
+      cs_error ("compression=%s differs from the volume's compression "
+                "(%s), fixed when it was created: leave compression= out",
+                p->compress == CS_COMPRESS_ZSTD ? "zstd" : "none",
+                v->level ? "zstd" : "none");
       r = -EINVAL;
     }
     else if (p->level >= 0 && p->level != v->level) {

@@ -33,6 +33,7 @@ struct cs_volume_params {
   uint64_t size;                /* create / grow to this; 0 = keep */
   uint32_t chunk_size;          /* 0 = default / as created */
   int level;                    /* -1 = default / as created; 0 = no zstd */
+  enum { CS_COMPRESS_UNSET, CS_COMPRESS_NONE, CS_COMPRESS_ZSTD } compress;
   bool readonly;                /* never write the superblock */
   bool create_only;             /* fail if the volume exists */
 };

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
@@ -517,8 +518,15 @@ open_store (void)
     .request_timeout = s3cfg.request_timeout,
   };
 
+  struct stat st;
+
   if (s3cfg.bucket)
     return objstore_s3_open (&p, &store) < 0 ? -1 : 0;
+  if (cfg.size == 0 && stat (cfg.dir, &st) < 0 && errno == ENOENT) {
+    nbdkit_error ("dir=%s: no such directory, so no volume there: give "
+                  "size= to create one, or check the path", cfg.dir);
+    return -1;
+  }
   return objstore_dir_open (cfg.dir, cfg.size > 0, &store) < 0 ? -1 : 0;
 }
 
@@ -674,6 +682,8 @@ s3chunk_get_ready (void)
     .size = cfg.size,
     .chunk_size = cfg.chunk_size,
     .level = cfg.compression_set && !cfg.compression ? 0 : cfg.level,
+    .compress = !cfg.compression_set ? CS_COMPRESS_UNSET
+      : cfg.compression ? CS_COMPRESS_ZSTD : CS_COMPRESS_NONE,
   };
   struct cache_params cp = {
     .cache_size = cfg.cache_size,

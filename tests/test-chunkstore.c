@@ -91,6 +91,11 @@ main (void)
   CHECK (unit_logged ("chunk-size"));
   open_vol (os, 0, 0, 5, -EINVAL);
   CHECK (unit_logged ("level"));
+  {
+    struct cs_volume_params p = { .compress = CS_COMPRESS_NONE, .level = -1 };
+    CHECK_EQ (cs_volume_open (os, &p, &v), -EINVAL);
+    CHECK (unit_logged ("compression=none differs"));
+  }
   open_vol (os, CHUNK, 0, -1, -EINVAL);
   CHECK (unit_logged ("smaller"));
   /* The same values are accepted. */
