@@ -28,6 +28,7 @@
 #include "log.h"
 #include "objstore.h"
 #include "params.h"
+#include "store-params.h"
 
 /* Defaults; the reasons are in the man page (PARAMETERS). */
 #define DEFAULT_CACHE_SIZE (256 * 1024 * 1024)
@@ -37,7 +38,6 @@
 #define MAX_CONNECTIONS 256
 
 static struct {
-  char *dir;
   uint64_t size;
   uint32_t chunk_size;
   int level;                    /* -1: not given */
@@ -54,13 +54,8 @@ static struct {
   .readahead = DEFAULT_READAHEAD,
 };
 
-/* bucket= and the S3 parameters (objstore_s3_params in objstore.h). */
-static struct {
-  char *bucket, *prefix, *endpoint, *region, *access_key, *secret_key;
-  char *session_token, *profile, *ca_file;
-  int path_style;               /* -1 auto */
-  double retry_time, request_timeout;
-} s3cfg = { .path_style = -1 };
+/* dir= or bucket= and the S3 parameters. */
+static struct store_params sp = STORE_PARAMS_INIT;
 
 static struct objstore *store;
 static bool started;            /* .after_fork ran: this process serves */
@@ -375,159 +370,29 @@ s3chunk_load (void)
 static void
 s3chunk_unload (void)
 {
-  free (cfg.dir);
-  free (s3cfg.bucket);
-  free (s3cfg.prefix);
-  free (s3cfg.endpoint);
-  free (s3cfg.region);
-  free (s3cfg.access_key);
-  free (s3cfg.secret_key);
-  free (s3cfg.session_token);
-  free (s3cfg.profile);
-  free (s3cfg.ca_file);
+  store_params_free (&sp);
 }
 
-/* Replace *field with a copy of value; 0 or -1. */
-static int
-set_string (char **field, const char *value)
-{
-  free (*field);
-  *field = strdup (value);
-  if (*field == NULL) {
-    nbdkit_error ("strdup: %m");
-    return -1;
-  }
-  return 0;
-}
-
-/* A bucket name S3 accepts: 3 to 63 characters of lower-case letters,
- * digits, dots and hyphens, starting and ending with a letter or digit
- * (the AWS "bucket naming rules"; other stores allow more, but a volume
- * should be portable between them).
+/* The store parameters; secrets follow nbdkit's password convention
+ * (a value, +FILE, - for the terminal, -FD).  1 if key is not one of
+ * them, 0 done, -1 error (reported).
  */
-static bool
-valid_bucket (const char *b)
-{
-  size_t n = strlen (b), i;
-
-  if (n < 3 || n > 63)
-    return false;
-  for (i = 0; i < n; ++i)
-    if (!((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9') ||
-          b[i] == '.' || b[i] == '-'))
-      return false;
-  return b[0] != '.' && b[0] != '-' && b[n - 1] != '.' && b[n - 1] != '-'
-    && strstr (b, "..") == NULL;
-}
-
-/* The S3 parameters.  1 if key is not one of them, 0 done, -1 error. */
 static int
-s3_config (const char *key, const char *value)
+store_config (const char *key, const char *value)
 {
   char *secret = NULL;
+  int r;
 
-  if (strcmp (key, "bucket") == 0) {
-    if (!valid_bucket (value)) {
-      nbdkit_error ("bucket=%s: invalid bucket name: expected 3 to 63 "
-                    "lower-case letters, digits, dots and hyphens, starting "
-                    "and ending with a letter or digit", value);
-      return -1;
-    }
-    return set_string (&s3cfg.bucket, value);
-  }
-  if (strcmp (key, "prefix") == 0)
-    return set_string (&s3cfg.prefix, value);
-  if (strcmp (key, "endpoint") == 0) {
-    if (strncmp (value, "http://", 7) != 0 &&
-        strncmp (value, "https://", 8) != 0) {
-      nbdkit_error ("endpoint=%s: invalid value: expected a URL starting "
-                    "with http:// or https://", value);
-      return -1;
-    }
-    return set_string (&s3cfg.endpoint, value);
-  }
-  if (strcmp (key, "region") == 0)
-    return set_string (&s3cfg.region, value);
-  if (strcmp (key, "access-key") == 0)
-    return set_string (&s3cfg.access_key, value);
   if (strcmp (key, "secret-key") == 0 || strcmp (key, "session-token") == 0) {
-    /* nbdkit's password convention: a value, or +FILE, - (stdin), -FD. */
     if (nbdkit_read_password (value, &secret) < 0)
       return -1;
-    char **field = strcmp (key, "secret-key") == 0
-      ? &s3cfg.secret_key : &s3cfg.session_token;
-    free (*field);
-    *field = secret;
-    return 0;
+    r = store_params_set (&sp, key, secret);
+    memset (secret, 0, strlen (secret));
+    free (secret);
   }
-  if (strcmp (key, "profile") == 0)
-    return set_string (&s3cfg.profile, value);
-  if (strcmp (key, "ca-file") == 0) {
-    free (s3cfg.ca_file);
-    s3cfg.ca_file = nbdkit_realpath (value);
-    return s3cfg.ca_file ? 0 : -1;
-  }
-  if (strcmp (key, "path-style") == 0) {
-    bool b;
-    if (strcmp (value, "auto") == 0)
-      s3cfg.path_style = -1;
-    else if (params_parse_bool (value, &b) == 0)
-      s3cfg.path_style = b;
-    else {
-      nbdkit_error ("%s=%s: invalid value: expected true, false or auto",
-                    key, value);
-      return -1;
-    }
-    return 0;
-  }
-  if (strcmp (key, "retry-time") == 0 || strcmp (key, "request-timeout") == 0) {
-    double d;
-    if (params_parse_seconds (value, &d) < 0 || d > 86400 ||
-        (key[2] == 'q' && d < 1)) {
-      nbdkit_error ("%s=%s: invalid value: expected seconds, e.g. %s=60%s",
-                    key, value, key,
-                    key[2] == 'q' ? " (at least 1)" : " (0: never retry)");
-      return -1;
-    }
-    if (key[2] == 'q')
-      s3cfg.request_timeout = d;
-    else
-      s3cfg.retry_time = d > 0 ? d : -1;
-    return 0;
-  }
-  return 1;
-}
-
-/* The store the parameters name: a directory or a bucket. */
-static int
-open_store (void)
-{
-  struct objstore_s3_params p = {
-    .bucket = s3cfg.bucket,
-    .prefix = s3cfg.prefix,
-    .endpoint = s3cfg.endpoint,
-    .region = s3cfg.region,
-    .access_key = s3cfg.access_key,
-    .secret_key = s3cfg.secret_key,
-    .session_token = s3cfg.session_token,
-    .profile = s3cfg.profile,
-    .ca_file = s3cfg.ca_file,
-    .path_style = s3cfg.path_style,
-    .connections = cfg.connections,
-    .retry_time = s3cfg.retry_time,
-    .request_timeout = s3cfg.request_timeout,
-  };
-
-  struct stat st;
-
-  if (s3cfg.bucket)
-    return objstore_s3_open (&p, &store) < 0 ? -1 : 0;
-  if (cfg.size == 0 && stat (cfg.dir, &st) < 0 && errno == ENOENT) {
-    nbdkit_error ("dir=%s: no such directory, so no volume there: give "
-                  "size= to create one, or check the path", cfg.dir);
-    return -1;
-  }
-  return objstore_dir_open (cfg.dir, cfg.size > 0, &store) < 0 ? -1 : 0;
+  else
+    r = store_params_set (&sp, key, value);
+  return r < 0 ? -1 : r;
 }
 
 /* Report a bad value for key once, naming what is accepted. */
@@ -543,15 +408,9 @@ s3chunk_config (const char *key, const char *value)
   uint64_t u;
   int r;
 
-  if ((r = s3_config (key, value)) <= 0)
+  if ((r = store_config (key, value)) <= 0)
     return r;
-  if (strcmp (key, "dir") == 0) {
-    free (cfg.dir);
-    cfg.dir = nbdkit_absolute_path (value);
-    if (cfg.dir == NULL)
-      return -1;
-  }
-  else if (strcmp (key, "size") == 0) {
+  if (strcmp (key, "size") == 0) {
     if (params_parse_size (value, &u) < 0 || u == 0)
       BAD_PARAM (key, value, "a size in bytes with an optional suffix K, M, "
                  "G, T or P (powers of 1024), e.g. size=1T");
@@ -616,28 +475,8 @@ s3chunk_config (const char *key, const char *value)
 static int
 s3chunk_config_complete (void)
 {
-  if (cfg.dir == NULL && s3cfg.bucket == NULL) {
-    nbdkit_error ("no store given: add dir=PATH for a local directory "
-                  "or bucket=NAME for S3");
+  if (store_params_check (&sp) < 0)
     return -1;
-  }
-  if (cfg.dir && s3cfg.bucket) {
-    nbdkit_error ("dir= and bucket= both given: a volume lives in one "
-                  "store, drop one");
-    return -1;
-  }
-  if (cfg.dir && (s3cfg.prefix || s3cfg.endpoint || s3cfg.region ||
-                  s3cfg.access_key || s3cfg.secret_key || s3cfg.profile ||
-                  s3cfg.ca_file)) {
-    nbdkit_error ("prefix=, endpoint=, region=, access-key=, secret-key=, "
-                  "profile= and ca-file= are for bucket=, not dir=");
-    return -1;
-  }
-  if (!s3cfg.access_key != !s3cfg.secret_key) {
-    nbdkit_error ("access-key= and secret-key= go together: give both, or "
-                  "neither to use the environment or ~/.aws/credentials");
-    return -1;
-  }
   if (cfg.compression_set && !cfg.compression && cfg.level >= 0) {
     nbdkit_error ("level=%d conflicts with compression=none: drop one",
                   cfg.level);
@@ -647,19 +486,7 @@ s3chunk_config_complete (void)
 }
 
 #define s3chunk_config_help \
-  "dir=PATH              Local directory holding the volume.\n" \
-  "bucket=NAME           S3 bucket holding the volume.\n" \
-  "prefix=PREFIX         Key prefix of the volume in the bucket.\n" \
-  "endpoint=URL          S3 endpoint (default AWS for the region).\n" \
-  "region=REGION         Signing region (default $AWS_REGION or us-east-1).\n" \
-  "access-key=ID         Access key (default: environment, ~/.aws).\n" \
-  "secret-key=SECRET     Secret key, or +FILE, - (stdin), -FD.\n" \
-  "session-token=TOKEN   Session token for temporary credentials.\n" \
-  "profile=NAME          Profile in ~/.aws/credentials.\n" \
-  "ca-file=FILE          Extra CA certificate(s) for HTTPS.\n" \
-  "path-style=true|false|auto  Bucket in the path, not the host name.\n" \
-  "retry-time=SECS       Time spent retrying a failing request (60).\n" \
-  "request-timeout=SECS  Time one HTTP request may take (30).\n" \
+  STORE_PARAMS_HELP \
   "size=SIZE             Create the volume, or grow it (K/M/G/T suffixes).\n" \
   "chunk-size=SIZE       Chunk size at creation (power of 2, default 1M).\n" \
   "compression=zstd|none Compress chunks at creation (default zstd).\n" \
@@ -693,7 +520,7 @@ s3chunk_get_ready (void)
   };
   int r;
 
-  if (open_store () < 0)
+  if (store_params_open (&sp, cfg.connections, cfg.size > 0, &store) < 0)
     return -1;
   /* Lock before opening the volume: creating or growing it writes. */
   if (volume_lock_take () < 0)

@@ -1,0 +1,210 @@
+/* s3chunk: the parameters that name a store. */
+#include <config.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "params.h"
+#include "store-params.h"
+
+/* Replace *field with a copy of value. */
+static int
+set_string (const char **field, const char *value)
+{
+  char *copy = strdup (value);
+
+  if (copy == NULL)
+    return -ENOMEM;
+  free ((char *) *field);
+  *field = copy;
+  return 0;
+}
+
+/* AWS's bucket naming rules: 3 to 63 lower-case letters, digits, dots and
+ * hyphens, starting and ending with a letter or digit, no "..".  Other
+ * stores allow more, but a volume should be portable between them.
+ */
+bool
+store_params_valid_bucket (const char *b)
+{
+  size_t n = strlen (b), i;
+
+  if (n < 3 || n > 63)
+    return false;
+  for (i = 0; i < n; ++i)
+    if (!((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9') ||
+          b[i] == '.' || b[i] == '-'))
+      return false;
+  return b[0] != '.' && b[0] != '-' && b[n - 1] != '.' && b[n - 1] != '-'
+    && strstr (b, "..") == NULL;
+}
+
+#define BAD(...) do { cs_error (__VA_ARGS__); return -EINVAL; } while (0)
+
+int
+store_params_set (struct store_params *p, const char *key, const char *value)
+{
+  struct objstore_s3_params *s = &p->s3;
+
+  if (strcmp (key, "dir") == 0) {
+    char *abs;
+    if (*value == '\0')
+      BAD ("dir=: invalid value: expected a directory path");
+    if (*value == '/')
+      abs = strdup (value);
+    else {
+      char cwd[PATH_MAX];
+      if (getcwd (cwd, sizeof cwd) == NULL)
+        return -errno;
+      if (asprintf (&abs, "%s/%s", cwd, value) < 0)
+        abs = NULL;
+    }
+    if (abs == NULL)
+      return -ENOMEM;
+    free (p->dir);
+    p->dir = abs;
+    return 0;
+  }
+  if (strcmp (key, "bucket") == 0) {
+    if (!store_params_valid_bucket (value))
+      BAD ("bucket=%s: invalid bucket name: expected 3 to 63 lower-case "
+           "letters, digits, dots and hyphens, starting and ending with a "
+           "letter or digit", value);
+    return set_string (&s->bucket, value);
+  }
+  if (strcmp (key, "prefix") == 0)
+    return set_string (&s->prefix, value);
+  if (strcmp (key, "endpoint") == 0) {
+    if (strncmp (value, "http://", 7) != 0 &&
+        strncmp (value, "https://", 8) != 0)
+      BAD ("endpoint=%s: invalid value: expected a URL starting with "
+           "http:// or https://", value);
+    return set_string (&s->endpoint, value);
+  }
+  if (strcmp (key, "region") == 0)
+    return set_string (&s->region, value);
+  if (strcmp (key, "access-key") == 0)
+    return set_string (&s->access_key, value);
+  if (strcmp (key, "secret-key") == 0)
+    return set_string (&s->secret_key, value);
+  if (strcmp (key, "session-token") == 0)
+    return set_string (&s->session_token, value);
+  if (strcmp (key, "profile") == 0)
+    return set_string (&s->profile, value);
+  if (strcmp (key, "ca-file") == 0) {
+    char *real = realpath (value, NULL);
+    if (real == NULL)
+      BAD ("ca-file=%s: %s", value, strerror (errno));
+    free ((char *) s->ca_file);
+    s->ca_file = real;
+    return 0;
+  }
+  if (strcmp (key, "path-style") == 0) {
+    bool b;
+    if (strcmp (value, "auto") == 0)
+      s->path_style = -1;
+    else if (params_parse_bool (value, &b) == 0)
+      s->path_style = b;
+    else
+      BAD ("path-style=%s: invalid value: expected true, false or auto",
+           value);
+    return 0;
+  }
+  if (strcmp (key, "retry-time") == 0) {
+    double d;
+    if (params_parse_seconds (value, &d) < 0 || d > 86400)
+      BAD ("retry-time=%s: invalid value: expected seconds from 0 (never "
+           "retry) to 86400, e.g. retry-time=60", value);
+    s->retry_time = d > 0 ? d : -1;
+    return 0;
+  }
+  if (strcmp (key, "request-timeout") == 0) {
+    double d;
+    if (params_parse_seconds (value, &d) < 0 || d < 1 || d > 86400)
+      BAD ("request-timeout=%s: invalid value: expected seconds from 1 to "
+           "86400, e.g. request-timeout=30", value);
+    s->request_timeout = d;
+    return 0;
+  }
+  return 1;
+}
+
+int
+store_params_check (const struct store_params *p)
+{
+  const struct objstore_s3_params *s = &p->s3;
+
+  if (p->dir == NULL && s->bucket == NULL)
+    BAD ("no store given: add dir=PATH for a local directory or "
+         "bucket=NAME for S3");
+  if (p->dir && s->bucket)
+    BAD ("dir= and bucket= both given: a volume lives in one store, "
+         "drop one");
+  if (p->dir && (s->prefix || s->endpoint || s->region || s->access_key ||
+                 s->secret_key || s->session_token || s->profile ||
+                 s->ca_file))
+    BAD ("prefix=, endpoint=, region=, access-key=, secret-key=, "
+         "session-token=, profile= and ca-file= are for bucket=, not dir=");
+  if (!s->access_key != !s->secret_key)
+    BAD ("access-key= and secret-key= go together: give both, or neither "
+         "to use the environment or ~/.aws/credentials");
+  return 0;
+}
+
+int
+store_params_open (const struct store_params *p, unsigned connections,
+                   bool create, struct objstore **out)
+{
+  struct objstore_s3_params s = p->s3;
+  struct stat st;
+
+  if (s.bucket) {
+    s.connections = connections;
+    return objstore_s3_open (&s, out);
+  }
+  if (!create && stat (p->dir, &st) < 0 && errno == ENOENT)
+    BAD ("dir=%s: no such directory, so no volume there: give size= to "
+         "create one, or check the path", p->dir);
+  return objstore_dir_open (p->dir, create, out);
+}
+
+const char *
+store_params_describe (const struct store_params *p, char *buf, size_t len)
+{
+  const struct objstore_s3_params *s = &p->s3;
+
+  if (s->bucket)
+    snprintf (buf, len, "s3://%s/%s%s%s", s->bucket,
+              s->prefix ? s->prefix : "", s->endpoint ? " at " : "",
+              s->endpoint ? s->endpoint : "");
+  else
+    snprintf (buf, len, "dir %s", p->dir ? p->dir : "(none)");
+  return buf;
+}
+
+void
+store_params_free (struct store_params *p)
+{
+  struct objstore_s3_params *s = &p->s3;
+
+  free (p->dir);
+  free ((char *) s->bucket);
+  free ((char *) s->prefix);
+  free ((char *) s->endpoint);
+  free ((char *) s->region);
+  free ((char *) s->access_key);
+  if (s->secret_key)
+    memset ((char *) s->secret_key, 0, strlen (s->secret_key));
+  free ((char *) s->secret_key);
+  free ((char *) s->session_token);
+  free ((char *) s->profile);
+  free ((char *) s->ca_file);
+  memset (p, 0, sizeof *p);
+  s->path_style = -1;
+}
