@@ -737,6 +737,7 @@ run (struct s3store *st, struct s3_call *c)
     describe (c, what, sizeof what);
     cs_debug ("s3: %s %s: %s; retry %u in %.0f ms", c->op, c->key, what,
               c->attempts, delay * 1000);
+    __atomic_add_fetch (&st->os.stats.retries, 1, __ATOMIC_RELAXED);
     sleep_seconds (delay);
   }
   c->elapsed = now_monotonic () - start;

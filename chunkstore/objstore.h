@@ -88,6 +88,8 @@ struct objstore_stats {
   uint64_t gets, puts, put_ifs, dels, del_keys, lists;
   uint64_t bytes_down, bytes_up;
   uint64_t errors;
+  uint64_t retries;             /* attempts repeated after a transient
+                                   failure (kept by the variant) */
 };
 
 /* Every variant embeds this as its first member. */

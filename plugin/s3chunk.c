@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 
 #define NBDKIT_API_VERSION 2
@@ -35,6 +36,7 @@
 #define DEFAULT_CONNECTIONS 16
 #define DEFAULT_UPLOAD_DELAY 2.0
 #define DEFAULT_READAHEAD 8
+#define DEFAULT_STATUS_INTERVAL 300
 #define MAX_CONNECTIONS 256
 
 static struct {
@@ -46,12 +48,14 @@ static struct {
   unsigned connections;
   double upload_delay;
   unsigned readahead;
+  double status_interval;       /* seconds; 0: only at exit */
 } cfg = {
   .level = -1,
   .cache_size = DEFAULT_CACHE_SIZE,
   .connections = DEFAULT_CONNECTIONS,
   .upload_delay = DEFAULT_UPLOAD_DELAY,
   .readahead = DEFAULT_READAHEAD,
+  .status_interval = DEFAULT_STATUS_INTERVAL,
 };
 
 /* dir= or bucket= and the S3 parameters. */
@@ -459,6 +463,12 @@ s3chunk_config (const char *key, const char *value)
     if (lock_config (key, value) < 0)
       return -1;
   }
+  else if (strcmp (key, "status-interval") == 0) {
+    if (params_parse_seconds (value, &cfg.status_interval) < 0 ||
+        cfg.status_interval > 86400)
+      BAD_PARAM (key, value, "seconds from 0 (only at exit) to 86400, "
+                 "e.g. status-interval=5m");
+  }
   else if (strcmp (key, "readahead") == 0) {
     if (params_parse_uint (value, 0, 1024, &u) < 0)
       BAD_PARAM (key, value, "a number of chunks from 0 to 1024");
@@ -495,9 +505,103 @@ s3chunk_config_complete (void)
   "connections=N         Parallel uploads (default 16).\n" \
   "upload-delay=SECS     Delay before uploading a partly written chunk (2).\n" \
   "readahead=N           Chunks fetched ahead of sequential reads (8).\n" \
+  "status-interval=SECS  Log a status line this often, and at exit (300).\n" \
   "lock=object|none      Take the volume lock (default object).\n" \
   "lease=SECS            Lock lease, renewed every third of it (60).\n" \
   "force-unlock=true     Take over the lock even if its holder looks alive."
+
+/* ---------------------------------------------------------- status line
+ * What the volume is doing, for operators: one line on stderr (the
+ * journal under systemd) every status-interval= seconds and at exit.  It
+ * is not an error, so it does not go through nbdkit_error; with nbdkit
+ * -v it also goes to the debug log.
+ */
+static pthread_t status_thread;
+static bool status_running;
+static pthread_mutex_t status_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t status_cond = PTHREAD_COND_INITIALIZER;
+static bool status_stop;
+
+static double
+mib (uint64_t bytes)
+{
+  return bytes / 1048576.0;
+}
+
+static void
+print_status (const char *when)
+{
+  struct cache_stats c;
+  struct objstore_stats o;
+  char line[1024];
+
+  if (cache == NULL || store == NULL)
+    return;
+  cache_get_stats (cache, &c);
+  objstore_get_stats (store, &o);
+  snprintf (line, sizeof line,
+            "status (%s): client: %" PRIu64 " reads %.1f MiB, %" PRIu64
+            " writes %.1f MiB, %" PRIu64 " zero/trim, %" PRIu64 " flushes; "
+            "cache: %" PRIu64 " hits, %" PRIu64 " misses, %.1f MiB dirty, "
+            "%.1f MiB held, %.1f s writers waited, %" PRIu64
+            " upload failures; store: %" PRIu64 " GET, %" PRIu64 " PUT, %"
+            PRIu64 " conditional PUT, %" PRIu64 " DELETE (%" PRIu64
+            " keys), %" PRIu64 " LIST, %.1f MiB up, %.1f MiB down, %" PRIu64
+            " retries, %" PRIu64 " errors; compression %.2fx%s",
+            when, c.reads, mib (c.bytes_read), c.writes,
+            mib (c.bytes_written), c.zeroes, c.flushes, c.hits, c.misses,
+            mib (c.dirty_bytes), mib (c.mem_bytes), c.pressure_wait,
+            c.upload_failures, o.gets, o.puts, o.put_ifs, o.dels, o.del_keys,
+            o.lists, mib (o.bytes_up), mib (o.bytes_down), o.retries,
+            o.errors, o.bytes_up ? (double) c.bytes_plain_up / o.bytes_up : 0,
+            cache_failed (cache) ? "; FAILED: writes are refused" : "");
+  fprintf (stderr, "nbdkit: s3chunk: %s\n", line);
+  nbdkit_debug ("%s", line);
+}
+
+static void *
+status_main (void *arg)
+{
+  struct timespec ts;
+
+  pthread_mutex_lock (&status_lock);
+  while (!status_stop) {
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t) cfg.status_interval;
+    ts.tv_nsec += (long) ((cfg.status_interval -
+                           (time_t) cfg.status_interval) * 1e9);
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    if (pthread_cond_timedwait (&status_cond, &status_lock, &ts) == ETIMEDOUT
+        && !status_stop)
+      print_status ("running");
+  }
+  pthread_mutex_unlock (&status_lock);
+  return NULL;
+}
+
+static void
+status_start (void)
+{
+  if (cfg.status_interval > 0 &&
+      pthread_create (&status_thread, NULL, status_main, NULL) == 0)
+    status_running = true;
+}
+
+static void
+status_end (void)
+{
+  if (status_running) {
+    pthread_mutex_lock (&status_lock);
+    status_stop = true;
+    pthread_cond_signal (&status_cond);
+    pthread_mutex_unlock (&status_lock);
+    pthread_join (status_thread, NULL);
+    status_running = false;
+  }
+}
 
 /* Open everything before nbdkit accepts a connection or forks, so errors
  * reach the user's terminal and nbdkit exits with them.
@@ -562,6 +666,7 @@ s3chunk_after_fork (void)
     return -1;
   }
   started = true;
+  status_start ();
   return 0;
 }
 
@@ -571,6 +676,7 @@ s3chunk_after_fork (void)
 static void
 s3chunk_cleanup (void)
 {
+  status_end ();
   if (cache) {
     /* The last flush runs while the lock is still renewed, so losing it
      * stops the flush.  After lock_stop nothing renews it: an upload from
@@ -588,6 +694,7 @@ s3chunk_cleanup (void)
         cache_fail (cache, "shutdown: the last flush failed and the volume "
                     "lock is no longer renewed");
     }
+    print_status ("exit");
     if (cache_close (cache) < 0)
       nbdkit_error ("shutdown: some data could not be stored (see above)");
     cache = NULL;
