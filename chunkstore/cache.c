@@ -82,10 +82,13 @@ struct entry {
   uint8_t *data;                /* chunk_size bytes, or NULL */
   bool valid, zero, loading, uploading, urgent;
   bool on_lru, on_dirty, fetch_queued;
+  bool prefetched;              /* the fetch was queued, not asked for */
   uint8_t *loadbuf;             /* LOADING: the counted buffer being filled */
   int load_err;
   unsigned pins;
   unsigned fails;               /* failed uploads since the last success */
+  uint64_t written;             /* bytes written since the last upload
+                                   began: a chunk written full goes now */
   uint64_t fail_gen;            /* bumped on every failed upload */
   uint64_t version, persisted;
   double dirty_since, retry_at;
@@ -344,11 +347,19 @@ set_data (struct cache *c, struct entry *e, uint8_t *data)
 static void
 mark_dirty (struct cache *c, struct entry *e, bool urgent)
 {
+  bool was_dirty = e->on_dirty;
+
   e->version++;
   settle (c, e);
-  if (urgent)
+  /* Workers sleep until the oldest dirty entry is due: wake one only if
+   * this entry must go now, or if it is the first (nothing was due).
+   */
+  if (urgent && !e->urgent) {
     e->urgent = true;
-  pthread_cond_signal (&c->work);
+    pthread_cond_signal (&c->work);
+  }
+  else if (!was_dirty && TAILQ_FIRST (&c->dirty_list) == e)
+    pthread_cond_signal (&c->work);
 }
 
 /* Get a zeroed chunk buffer, counted in c->mem.  Evicts CLEAN entries; if
@@ -468,6 +479,7 @@ load_here (struct cache *c, struct entry *e)
 static void
 begin_load (struct entry *e, uint8_t *buf)
 {
+  e->prefetched = false;
   e->loading = true;
   e->load_err = 0;
   e->loadbuf = buf;
@@ -508,6 +520,7 @@ queue_fetch (struct cache *c, uint64_t idx)
   begin_load (e, buf);
   e->pins++;                            /* the queue's */
   e->fetch_queued = true;
+  e->prefetched = true;
   TAILQ_INSERT_TAIL (&c->fetch_list, e, fetch);
   pthread_cond_signal (&c->work);
 }
@@ -575,10 +588,14 @@ get_entry (struct cache *c, uint64_t idx, bool for_write, bool need_data,
     goto again;
   }
   if (e && e->loading) {
+    bool prefetched = e->prefetched;
     e->pins++;
     while (e->loading)
       pthread_cond_wait (&c->cond, &c->lock);
-    r = e->valid ? 0 : e->load_err;
+    /* A failed read-ahead was nobody's request: fetch it again ourselves
+     * and report only what our own request gets.
+     */
+    r = e->valid || prefetched ? 0 : e->load_err;
     unpin (c, e);
     if (r < 0) {
       free_buffer (c, buf);
@@ -830,10 +847,13 @@ write_range (struct cache *c, const uint8_t *buf, uint32_t count,
         memcpy (e->data + off, buf, n);
       else
         memset (e->data + off, 0, n);
-      /* A sequential writer that reached the end of a chunk will not
-       * come back to it: upload now instead of after the delay.
+      /* A chunk written full (a sequential writer went through it) will
+       * not be written again soon: upload now instead of after the delay.
+       * Counting bytes rather than tracking coverage can call a chunk full
+       * early after overlapping rewrites; that costs one extra upload.
        */
-      mark_dirty (c, e, off + n >= chunk_bytes (c, idx));
+      e->written += n;
+      mark_dirty (c, e, e->written >= chunk_bytes (c, idx));
       unpin (c, e);
     }
     if (fua)
@@ -967,6 +987,7 @@ upload_zeroes (struct cache *c, struct entry *first, double t)
     if (!e->zero || e->uploading || e->retry_at > t)
       continue;
     e->uploading = true;
+    e->urgent = false;
     e->pins++;
     batch[n] = e;
     idx[n] = e->idx;
@@ -1029,6 +1050,8 @@ worker_main (void *arg)
     /* Copy under the lock, store without it (rule 3). */
     e->uploading = true;
     e->pins++;
+    e->written = 0;
+    e->urgent = false;          /* flushes hurry on their own (flushers) */
     version = e->version;
     memcpy (w->copy, e->data, c->chunk_size);
     pthread_mutex_unlock (&c->lock);

@@ -48,14 +48,14 @@ decide (struct faultstore *f, unsigned op, int *err)
   f->faulted++;
   k = f->kind;
   *err = f->err;
-  if (k == FAULT_STALL) {
+  if (k == FAULT_STALL || k == FAULT_STALL_FAIL) {
     uint64_t gen = f->release_gen;
     f->stalled++;
     pthread_cond_broadcast (&f->cond);
     while (gen == f->release_gen)
       pthread_cond_wait (&f->cond, &f->lock);
     f->stalled--;
-    k = FAULT_NONE;
+    k = k == FAULT_STALL ? FAULT_NONE : FAULT_FAIL;
   }
   return k;
 }
@@ -209,7 +209,7 @@ objstore_fault_release (struct objstore *os)
   struct faultstore *f = (struct faultstore *) os;
 
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&f->lock);
-  if (f->kind == FAULT_STALL)
+  if (f->kind == FAULT_STALL || f->kind == FAULT_STALL_FAIL)
     f->kind = FAULT_NONE;
   f->release_gen++;
   pthread_cond_broadcast (&f->cond);

@@ -137,6 +137,7 @@ enum objstore_fault_kind {
   FAULT_NONE,
   FAULT_FAIL,           /* return the error without calling inner */
   FAULT_STALL,          /* block until objstore_fault_release, then pass */
+  FAULT_STALL_FAIL,     /* block until released, then fail with err */
   FAULT_CORRUPT,        /* get: flip one bit of the returned object */
   FAULT_TRUNCATE,       /* get: return only the first half of the object */
   FAULT_IGNORE_CONDITIONS, /* put_if behaves as a plain put (a store that

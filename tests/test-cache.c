@@ -34,13 +34,15 @@ rnd (void)
   return rng;
 }
 
+static unsigned readahead = 4;
+
 static void
 start (uint64_t cache_size, unsigned workers, double delay)
 {
   struct cs_volume_params vp = { .size = SIZE, .chunk_size = CHUNK,
                                  .level = 1 };
   struct cache_params cp = { .cache_size = cache_size, .workers = workers,
-                             .upload_delay = delay, .readahead = 4 };
+                             .upload_delay = delay, .readahead = readahead };
 
   CHECK_EQ (objstore_dir_open (dir, true, &inner), 0);
   CHECK_EQ (objstore_fault_wrap (inner, &os), 0);
@@ -163,6 +165,14 @@ flush_thread (void *arg)
   struct flusher *f = arg;
   f->r = cache_flush (cache);
   __atomic_store_n (&f->done, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+static void *
+read_chunk2_thread (void *arg)
+{
+  struct flusher *f = arg;
+  f->r = cache_pread (cache, buf, CHUNK, 2 * CHUNK);
   return NULL;
 }
 
@@ -341,6 +351,7 @@ test_zero_twice (void)
 static void
 test_corrupt_reads (void)
 {
+  readahead = 0;                /* the faults must hit the reads below */
   start (16 << 20, 2, 0);
   objstore_fault_set (os, FAULT_OP_GET, FAULT_CORRUPT, 0, 0, 1);
   unit_errors_logged = 0;
@@ -355,6 +366,40 @@ test_corrupt_reads (void)
   /* The store object is fine; the next read succeeds. */
   CHECK_EQ (cache_pread (cache, buf, SIZE, 0), 0);
   CHECK (memcmp (buf, shadow, SIZE) == 0);
+  CHECK_EQ (stop (), 0);
+  readahead = 4;
+}
+
+/* A read-ahead that fails is retried by the reader that needs the chunk:
+ * one bad answer to a prefetch is not an error for anyone.
+ */
+static void
+test_failed_readahead (void)
+{
+  struct cs_buf b = CS_BUF_INIT;
+  char key[32];
+
+  start (16 << 20, 1, 0);
+  /* Chunk 2 must be stored for a read-ahead to fetch it. */
+  cs_chunk_key (2, key, sizeof key);
+  if (objstore_get (inner, key, 1 << 20, &b, NULL) == -ENOENT)
+    write_shadow (2 * CHUNK, 10, true);
+  cs_buf_free (&b);
+  /* GETs: chunk 0, chunk 1 (the reader's), then the read-ahead of 2. */
+  objstore_fault_set (os, FAULT_OP_GET, FAULT_STALL_FAIL, -EIO, 2, 1);
+  CHECK_EQ (cache_pread (cache, buf, 10, 0), 0);
+  CHECK_EQ (cache_pread (cache, buf, 10, CHUNK), 0);      /* sequential */
+  wait_stalled (1);
+  /* Chunk 2 is being fetched ahead; this reader waits for that fetch,
+   * which fails; it must fetch again itself instead of failing.
+   */
+  struct flusher f = { 0 };
+  pthread_create (&f.t, NULL, read_chunk2_thread, &f);
+  usleep (100 * 1000);
+  objstore_fault_release (os);
+  pthread_join (f.t, NULL);
+  CHECK_EQ (f.r, 0);
+  CHECK (memcmp (buf, shadow + 2 * CHUNK, CHUNK) == 0);
   CHECK_EQ (stop (), 0);
 }
 
@@ -513,6 +558,7 @@ main (void)
   test_zero_twice ();
   test_readahead ();
   test_corrupt_reads ();
+  test_failed_readahead ();
   test_failed_state ();
   test_concurrent ();
   test_back_pressure ();
