@@ -153,14 +153,36 @@ cs_superblock_parse (const char *key, const void *data, size_t len,
 
 /* --------------------------------------------------------- allocation map */
 
+/* Can a volume of this size and chunk size be served? */
+static int
+check_geometry (uint64_t size, uint32_t chunk_size)
+{
+  uint64_t n = (size + chunk_size - 1) / chunk_size;
+  char s1[32], s2[32];
+
+  if (n > CS_MAX_CHUNKS) {
+    cs_error ("size=%s with chunk-size=%s makes %" PRIu64 " chunks, more "
+              "than the %" PRIu64 " s3chunk keeps track of in memory: use a "
+              "larger chunk size (fixed when the volume is created) or a "
+              "smaller size", params_format_size (size, s1, sizeof s1),
+              params_format_size (chunk_size, s2, sizeof s2), n,
+              CS_MAX_CHUNKS);
+    return -EINVAL;
+  }
+  return 0;
+}
+
 static int
 map_resize (struct cs_volume *v)
 {
   size_t words = (v->nchunks + 63) / 64;
   uint64_t *m = realloc (v->map, words * sizeof *m + 8);
 
-  if (m == NULL)
+  if (m == NULL) {
+    cs_error ("allocation map of %" PRIu64 " chunks: out of memory",
+              v->nchunks);
     return -ENOMEM;
+  }
   v->map = m;
   return 0;
 }
@@ -252,6 +274,8 @@ create_volume (struct cs_volume *v, const struct cs_volume_params *p)
     return -errno;
   v->size = p->size;
   v->chunk_size = p->chunk_size ? p->chunk_size : CS_DEFAULT_CHUNK_SIZE;
+  if (check_geometry (v->size, v->chunk_size) < 0)
+    return -EINVAL;
   v->level = p->compress == CS_COMPRESS_NONE ? 0
     : p->level >= 0 ? p->level : CS_DEFAULT_LEVEL;
   v->created = time (NULL);
@@ -274,6 +298,8 @@ cs_volume_grow (struct cs_volume *v, uint64_t new_size)
 
   if (new_size == old)
     return 0;
+  if (new_size > old && check_geometry (new_size, v->chunk_size) < 0)
+    return -EINVAL;
   if (new_size < old) {
     cs_error ("size=%" PRIu64 " is smaller than the volume (%" PRIu64 " "
               "bytes): shrinking would destroy data at the end of the disk; "

@@ -25,6 +25,10 @@
 #define CS_MAX_LEVEL 19
 #define CS_SIZE_ALIGN 512       /* the volume size is a multiple of this */
 #define CS_MAX_SIZE (UINT64_C (1) << 60)
+/* The allocation map keeps one bit per chunk in memory: 2^31 chunks is a
+ * 256 MiB map (2 PiB with 1 MiB chunks); more needs larger chunks.
+ */
+#define CS_MAX_CHUNKS (UINT64_C (1) << 31)
 
 /* What the caller asks for when opening a volume.  Zero fields mean "not
  * given": use the volume's values, or the defaults when creating.

@@ -878,30 +878,18 @@ lock_release (struct lock *l)
 int
 lock_break (struct objstore *os, bool force)
 {
-  struct lock_holder h;
-  char desc[512];
-  int64_t age;
-  bool fresh;
+  /* Not "read, then delete": a new holder could take the stale lock over
+   * between the two, and we would delete its fresh lock.  Take the lock
+   * ourselves (a conditional replace of exactly the object judged stale,
+   * as any taker does), then release our own.
+   */
+  struct lock_params p = { .lease = 60, .force = force,
+                           .version = "s3chunk-unlock" };
+  struct lock *l;
   int r;
 
-  r = lock_read (os, &h, &age, &fresh);
-  if (r == -ENOENT) {
-    cs_info ("lock: the volume is not locked");
-    return 0;
-  }
-  if (r == -EIO && force) {
-    cs_warn ("lock: deleting an unreadable lock object");
-    return objstore_del (os, LOCK_KEY);
-  }
+  r = lock_acquire (os, &p, &l);
   if (r < 0)
     return r;
-  lock_describe (&h, age, desc, sizeof desc);
-  if (fresh && !force)
-    return refuse (&h, true, age, h.lease);
-  if (fresh)
-    cs_warn ("lock: deleting the FRESH lock of %s: if that instance still "
-             "runs, it stops writing at its next renewal", desc);
-  else
-    cs_info ("lock: deleting the stale lock of %s", desc);
-  return objstore_del (os, LOCK_KEY);
+  return lock_release (l);
 }

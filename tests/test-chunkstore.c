@@ -39,6 +39,11 @@ main (void)
   unit_init ();
   CHECK_EQ (objstore_dir_open (dir, false, &os), 0);
 
+  /* Too many chunks to track is refused before anything is written. */
+  open_vol (os, UINT64_C (1) << 50, CHUNK, -1, -EINVAL);
+  CHECK (unit_logged ("larger chunk size"));
+  CHECK_EQ (objstore_get (os, CS_SUPERBLOCK_KEY, 4096, &b, NULL), -ENOENT);
+
   /* Nothing there and no size: a clear refusal. */
   open_vol (os, 0, 0, -1, -ENOENT);
   CHECK (unit_logged ("give size="));
