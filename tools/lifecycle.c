@@ -1,0 +1,646 @@
+/* s3chunk create, grow, unlock and destroy: the commands that write.
+ *
+ * grow and destroy take the volume lock themselves (as the plugin does),
+ * so no nbdkit can start on the volume while they write, and they refuse a
+ * volume whose lock is fresh: a running nbdkit would keep serving the old
+ * size, or keep writing chunks of a volume being deleted.  A stale lock
+ * (its holder crashed) does not stop them: they take it over.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "params.h"
+#include "progress.h"
+#include "s3chunk.h"
+
+/* Keys per delete request: the most S3's DeleteObjects takes. */
+#define DELETE_BATCH 1000
+
+const char create_usage[] =
+  "Usage: s3chunk create STORE-PARAMETER... size=SIZE [chunk-size=SIZE]\n"
+  "                      [compression=zstd|none] [level=N]\n"
+  "\n"
+  "Create a volume: write its superblock.  A volume costs only what is\n"
+  "written to it, so size= can be far larger than the store.  Refuses a\n"
+  "store that holds a volume already (or chunk objects without one).\n"
+  "nbdkit with the same store parameters then serves it.\n"
+  "\n"
+  "Parameters:\n"
+  "  size=SIZE             The disk's size (K, M, G, T, P suffixes).\n"
+  "  chunk-size=SIZE       Bytes per chunk object: a power of 2 from 64K to\n"
+  "                        64M (default 1M).  Fixed for the volume's life.\n"
+  "  compression=zstd|none Compress chunks (default zstd).  Fixed.\n"
+  "  level=N               zstd level, 1 to 19 (default 1).  Fixed.\n"
+  "\n"
+  "Options:\n"
+  "  -v, --verbose    More messages.\n"
+  "  -h, --help       This help.\n";
+
+const char grow_usage[] =
+  "Usage: s3chunk grow STORE-PARAMETER... SIZE\n"
+  "       s3chunk grow STORE-PARAMETER... size=SIZE\n"
+  "\n"
+  "Grow a volume that no nbdkit is serving to SIZE (it never shrinks).\n"
+  "Refused while the volume's lock is fresh: to grow a running volume,\n"
+  "restart its nbdkit with a larger size= instead (the plugin grows it\n"
+  "under its own lock).  A stale lock (a crashed nbdkit) is taken over.\n"
+  "Then grow the filesystem: resize2fs (ext4) or xfs_growfs (xfs).\n"
+  "\n"
+  "Options:\n"
+  "  -v, --verbose    More messages.\n"
+  "  -h, --help       This help.\n";
+
+const char unlock_usage[] =
+  "Usage: s3chunk unlock [--yes] [--force] STORE-PARAMETER...\n"
+  "\n"
+  "Show who holds the volume's lock and remove it, after asking on the\n"
+  "terminal.  Needed only after a crash, and only if the next start cannot\n"
+  "wait for the lease to run out.  A fresh lock (renewed within its lease:\n"
+  "its holder looks alive) is removed only with --force; an nbdkit that is\n"
+  "in fact still running then stops writing at its next renewal, and what\n"
+  "it wrote meanwhile may be lost.\n"
+  "\n"
+  "Options:\n"
+  "  -y, --yes        Do not ask (for scripts).\n"
+  "  -f, --force      Remove a fresh or an invalid lock too.\n"
+  "  -v, --verbose    More messages.\n"
+  "  -h, --help       This help.\n";
+
+const char destroy_usage[] =
+  "Usage: s3chunk destroy [--yes] [--quiet] STORE-PARAMETER...\n"
+  "\n"
+  "Delete every object of the volume: the chunks (in batches), the lock,\n"
+  "and the superblock last, so that an interrupted destroy can be run\n"
+  "again.  Asks for the first 8 characters of the volume id first.\n"
+  "Refused while the volume's lock is fresh (stop its nbdkit first).\n"
+  "Objects that are not s3chunk's are left where they are.\n"
+  "\n"
+  "Options:\n"
+  "  -y, --yes        Do not ask (for scripts).\n"
+  "  -q, --quiet      No progress.\n"
+  "  -v, --verbose    More messages.\n"
+  "  -h, --help       This help.\n";
+
+/* A size as the plugin takes size=: 0, or -1 reported. */
+static int
+parse_volume_size (const char *key, const char *value, uint64_t *out)
+{
+  uint64_t u;
+
+  if (params_parse_size (value, &u) < 0 || u == 0) {
+    tool_error ("%s%s: invalid value: expected a size in bytes with an "
+                "optional suffix K, M, G, T or P (powers of 1024), e.g. 1T",
+                key, value);
+    return -1;
+  }
+  if (u % CS_SIZE_ALIGN || u > CS_MAX_SIZE) {
+    tool_error ("%s%s: invalid value: expected a multiple of 512 bytes, at "
+                "most 1 EiB", key, value);
+    return -1;
+  }
+  *out = u;
+  return 0;
+}
+
+/* The refusal when a fresh lock is found: who, and the way out. */
+static void
+refuse_locked (const struct lock_holder *h, int64_t age, const char *advice)
+{
+  char desc[512];
+
+  lock_describe (h, age, desc, sizeof desc);
+  tool_error ("the volume is in use: locked by %s: %s", desc, advice);
+}
+
+/* ---------------------------------------------------------------- create */
+
+static struct {
+  uint64_t size;
+  uint32_t chunk_size;
+  int level;
+  int compress;                 /* CS_COMPRESS_* */
+} cfg = { .level = -1 };
+
+static int
+create_param (const char *key, const char *value)
+{
+  uint64_t u;
+
+  if (strcmp (key, "size") == 0)
+    return parse_volume_size ("size=", value, &cfg.size);
+  if (strcmp (key, "chunk-size") == 0) {
+    if (params_parse_size (value, &u) < 0 ||
+        u < CS_MIN_CHUNK_SIZE || u > CS_MAX_CHUNK_SIZE || (u & (u - 1))) {
+      tool_error ("chunk-size=%s: invalid value: expected a power of two "
+                  "from 64K to 64M, e.g. chunk-size=1M", value);
+      return -1;
+    }
+    cfg.chunk_size = u;
+    return 0;
+  }
+  if (strcmp (key, "compression") == 0) {
+    if (strcmp (value, "zstd") == 0)
+      cfg.compress = CS_COMPRESS_ZSTD;
+    else if (strcmp (value, "none") == 0)
+      cfg.compress = CS_COMPRESS_NONE;
+    else {
+      tool_error ("compression=%s: invalid value: expected zstd or none",
+                  value);
+      return -1;
+    }
+    return 0;
+  }
+  if (strcmp (key, "level") == 0) {
+    if (params_parse_uint (value, 1, CS_MAX_LEVEL, &u) < 0) {
+      tool_error ("level=%s: invalid value: expected a zstd level from 1 "
+                  "to 19", value);
+      return -1;
+    }
+    cfg.level = u;
+    return 0;
+  }
+  return 1;
+}
+
+static int
+stop_at_first (void *opaque, const char *key, uint64_t size)
+{
+  return 1;
+}
+
+int
+cmd_create (int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    TOOL_COMMON_LONGOPTS,
+    { NULL, 0, NULL, 0 }
+  };
+  struct cs_volume_params vp = { 0 };
+  struct cs_volume *v;
+  struct cs_buf b = CS_BUF_INIT;
+  char id[33], s1[32], s2[32];
+  int c, r;
+
+  opterr = 0;
+  while ((c = getopt_long (argc, argv, TOOL_COMMON_SHORTOPTS, longopts,
+                           NULL)) != -1) {
+    switch (c) {
+    TOOL_COMMON_CASES (create_usage, argv);
+    }
+  }
+  if (tool_words (argc, argv, optind, create_param, NULL) < 0)
+    return EXIT_USAGE;
+  if (cfg.size == 0) {
+    tool_error ("size= is required: the disk's size, e.g. size=1T");
+    return EXIT_USAGE;
+  }
+  if (cfg.compress == CS_COMPRESS_NONE && cfg.level >= 0) {
+    tool_error ("level=%d conflicts with compression=none: drop one",
+                cfg.level);
+    return EXIT_USAGE;
+  }
+  if (tool_open_store (true, 4) < 0)
+    return EXIT_FAIL;
+
+  /* The friendly refusals; create_only below is the race-proof one. */
+  r = objstore_get (tool_os, CS_SUPERBLOCK_KEY, 65536, &b, NULL);
+  cs_buf_free (&b);
+  if (r == 0 || r == -EFBIG) {
+    tool_error ("a volume exists in %s already: 's3chunk info' shows it, "
+                "'s3chunk grow' grows it, 's3chunk destroy' deletes it",
+                tool_store_desc);
+    return EXIT_FAIL;
+  }
+  if (r != -ENOENT)
+    return EXIT_FAIL;
+  r = objstore_list (tool_os, CS_CHUNK_PREFIX, stop_at_first, NULL);
+  if (r == 1) {
+    /* Another volume's chunks would read as I/O errors in the new one. */
+    tool_error ("%s holds chunk objects but no volume (left by an "
+                "interrupted destroy?): a new volume cannot use them; "
+                "delete the objects under %s first", tool_store_desc,
+                CS_CHUNK_PREFIX);
+    return EXIT_FAIL;
+  }
+  if (r < 0)
+    return EXIT_FAIL;
+
+  vp.size = cfg.size;
+  vp.chunk_size = cfg.chunk_size;
+  vp.compress = cfg.compress;
+  vp.level = cfg.compress == CS_COMPRESS_NONE ? 0 : cfg.level;
+  vp.create_only = true;
+  r = cs_volume_open (tool_os, &vp, &v);
+  if (r == -ENOMEM) {
+    /* The library says nothing: its allocation map (one bit per chunk)
+     * did not fit in memory, and the superblock may be written already.
+     */
+    uint64_t cs = cfg.chunk_size ? cfg.chunk_size : CS_DEFAULT_CHUNK_SIZE;
+    tool_error ("out of memory for the allocation map of %" PRIu64 " chunks "
+                "(one bit each, which nbdkit needs too): choose a larger "
+                "chunk-size= or a smaller size=%s", (cfg.size + cs - 1) / cs,
+                objstore_get (tool_os, CS_SUPERBLOCK_KEY, 65536, &b, NULL) == 0
+                ? "; the superblock was written anyway: remove it with "
+                  "'s3chunk destroy'" : "");
+    cs_buf_free (&b);
+    return EXIT_FAIL;
+  }
+  if (r < 0)
+    return EXIT_FAIL;
+  tool_volume_id (v, id);
+  printf ("created volume %s in %s: size %s, chunk size %s, ", id,
+          tool_store_desc, params_format_size (v->size, s1, sizeof s1),
+          params_format_size (v->chunk_size, s2, sizeof s2));
+  if (v->level)
+    printf ("zstd level %d\n", v->level);
+  else
+    printf ("no compression\n");
+  cs_volume_close (v);
+  return EXIT_OK;
+}
+
+/* ------------------------------------------------------------------ grow */
+
+static uint64_t grow_size;
+static const char *grow_text;   /* as typed, for messages */
+
+static int
+grow_param (const char *key, const char *value)
+{
+  if (strcmp (key, "size") != 0)
+    return 1;
+  if (grow_size) {
+    tool_error ("more than one size given: 'size=%s'", value);
+    return -1;
+  }
+  grow_text = value;
+  return parse_volume_size ("size=", value, &grow_size);
+}
+
+static int
+grow_word (const char *word)
+{
+  if (grow_size) {
+    tool_error ("more than one size given: '%s'", word);
+    return -1;
+  }
+  grow_text = word;
+  return parse_volume_size ("", word, &grow_size);
+}
+
+int
+cmd_grow (int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    TOOL_COMMON_LONGOPTS,
+    { NULL, 0, NULL, 0 }
+  };
+  struct lock_params lp = {
+    .lease = TOOL_LEASE, .version = PACKAGE_VERSION,
+  };
+  struct cs_volume *v = NULL;
+  struct lock *l = NULL;
+  struct lock_holder h;
+  int64_t age;
+  bool fresh;
+  char id[33], s1[32], s2[32], advice[512];
+  uint64_t old;
+  int c, r, status = EXIT_FAIL;
+
+  opterr = 0;
+  while ((c = getopt_long (argc, argv, TOOL_COMMON_SHORTOPTS, longopts,
+                           NULL)) != -1) {
+    switch (c) {
+    TOOL_COMMON_CASES (grow_usage, argv);
+    }
+  }
+  if (tool_words (argc, argv, optind, grow_param, grow_word) < 0)
+    return EXIT_USAGE;
+  if (grow_size == 0) {
+    tool_error ("no size given: 's3chunk grow STORE... SIZE', e.g. 2T");
+    return EXIT_USAGE;
+  }
+  if (tool_open_store (false, 4) < 0 || tool_open_volume (&v) < 0)
+    return EXIT_FAIL;
+  tool_volume_id (v, id);
+  old = v->size;
+  if (grow_size < old) {
+    tool_error ("%s is smaller than the volume (%s, %" PRIu64 " bytes): a "
+                "volume never shrinks (that would destroy the data at the "
+                "end of the disk)",
+                params_format_size (grow_size, s1, sizeof s1),
+                params_format_size (old, s2, sizeof s2), old);
+    goto out;
+  }
+  if (grow_size == old) {
+    printf ("volume %s is %s already: nothing to do\n", id,
+            params_format_size (old, s1, sizeof s1));
+    status = EXIT_OK;
+    goto out;
+  }
+
+  r = lock_read (tool_os, &h, &age, &fresh);
+  if (r == 0 && fresh) {
+    snprintf (advice, sizeof advice,
+              "to grow a running volume, restart its nbdkit with "
+              "size=%s (it grows the volume under its own lock), "
+              "then grow the filesystem; if that nbdkit is gone, wait until "
+              "its lease has run out or run 's3chunk unlock'", grow_text);
+    refuse_locked (&h, age, advice);
+    goto out;
+  }
+  if (r < 0 && r != -ENOENT && r != -EIO)
+    goto out;
+  /* Hold the lock while the superblock is rewritten: no nbdkit starts
+   * with the old size meanwhile.  A race with one that starts now is
+   * refused here, naming it.
+   */
+  if (lock_acquire (tool_os, &lp, &l) < 0)
+    goto out;
+  r = cs_volume_grow (v, grow_size);
+  if (r == -ENOMEM)             /* the map of the new size, unlogged */
+    tool_error ("out of memory for the allocation map of the grown volume "
+                "(one bit per chunk, which nbdkit needs too): grow less");
+  if (lock_release (l) < 0)
+    tool_error ("warning: the lock could not be removed: the next start "
+                "waits until its lease (%d s) has run out", TOOL_LEASE);
+  if (r < 0)
+    goto out;
+  printf ("grew volume %s from %s to %s: the next nbdkit start serves the "
+          "new size; then grow the filesystem (resize2fs, xfs_growfs)\n", id,
+          params_format_size (old, s1, sizeof s1),
+          params_format_size (grow_size, s2, sizeof s2));
+  status = EXIT_OK;
+ out:
+  cs_volume_close (v);
+  return status;
+}
+
+/* ---------------------------------------------------------------- unlock */
+
+int
+cmd_unlock (int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "yes", no_argument, NULL, 'y' },
+    { "force", no_argument, NULL, 'f' },
+    TOOL_COMMON_LONGOPTS,
+    { NULL, 0, NULL, 0 }
+  };
+  struct lock_holder h;
+  int64_t age = -1;
+  bool fresh = false, yes = false, force = false;
+  char desc[512];
+  int c, r;
+
+  opterr = 0;
+  while ((c = getopt_long (argc, argv, TOOL_COMMON_SHORTOPTS "yf", longopts,
+                           NULL)) != -1) {
+    switch (c) {
+    case 'y': yes = true; break;
+    case 'f': force = true; break;
+    TOOL_COMMON_CASES (unlock_usage, argv);
+    }
+  }
+  if (tool_words (argc, argv, optind, NULL, NULL) < 0)
+    return EXIT_USAGE;
+  if (tool_open_store (false, 2) < 0)
+    return EXIT_FAIL;
+
+  r = lock_read (tool_os, &h, &age, &fresh);
+  if (r == -ENOENT) {
+    printf ("%s: not locked: nothing to do\n", tool_store_desc);
+    return EXIT_OK;
+  }
+  if (r == -EIO) {
+    printf ("%s: the lock object is not a valid lock\n", tool_store_desc);
+    if (!force) {
+      tool_error ("an invalid lock object is removed only with --force");
+      return EXIT_FAIL;
+    }
+  }
+  else if (r < 0)
+    return EXIT_FAIL;
+  else {
+    lock_describe (&h, age, desc, sizeof desc);
+    printf ("%s: locked by %s: %s\n", tool_store_desc, desc,
+            fresh ? "fresh" : "stale");
+    if (fresh && !force) {
+      if (age >= 0)
+        tool_error ("not removed: the holder looks alive (it renewed the "
+                    "lock %" PRId64 " s ago, within its lease of %u s): stop "
+                    "that nbdkit (it removes its lock when it stops); if it "
+                    "is gone, wait about %" PRId64 " s for the lease to run "
+                    "out, or add --force", age, h.lease,
+                    (int64_t) h.lease + 1 - age);
+      else
+        tool_error ("not removed: the holder may be alive (the store did "
+                    "not say when the lock was last renewed): stop that "
+                    "nbdkit, or add --force if you are sure it is gone");
+      return EXIT_FAIL;
+    }
+    if (fresh)
+      tool_error ("warning: removing a FRESH lock: if that nbdkit still "
+                  "runs, it stops writing at its next renewal and what it "
+                  "wrote since may be lost");
+  }
+  if (!yes && (r = tool_confirm ("Remove it? [y/N] ", NULL)) <= 0) {
+    if (r == 0)
+      tool_error ("not removed");
+    return EXIT_FAIL;
+  }
+  tool_mute_warnings = true;    /* the FRESH warning was given above */
+  r = lock_break (tool_os, force);
+  tool_mute_warnings = false;
+  if (r < 0)
+    return EXIT_FAIL;
+  printf ("%s: lock removed\n", tool_store_desc);
+  return EXIT_OK;
+}
+
+/* --------------------------------------------------------------- destroy */
+
+static int fenced;              /* atomic: our lock was lost */
+static char fence_why[512];
+
+static void
+fence_destroy (void *opaque, const char *why)
+{
+  snprintf (fence_why, sizeof fence_why, "%s", why);
+  __atomic_store_n (&fenced, 1, __ATOMIC_RELEASE);
+}
+
+int
+cmd_destroy (int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "yes", no_argument, NULL, 'y' },
+    { "quiet", no_argument, NULL, 'q' },
+    TOOL_COMMON_LONGOPTS,
+    { NULL, 0, NULL, 0 }
+  };
+  struct lock_params lp = {
+    .lease = TOOL_LEASE, .version = PACKAGE_VERSION,
+  };
+  struct cs_volume *v = NULL;
+  struct lock *l = NULL;
+  struct lock_holder h;
+  struct scan s = { 0 };
+  int64_t age;
+  bool fresh, yes = false, quiet = false;
+  char id[33], first8[9], b1[32], b2[32], prompt[256];
+  char *keybuf = NULL;
+  const char **keys = NULL;
+  size_t nkeys = 0, i, done = 0;
+  int c, r, status = EXIT_FAIL;
+
+  opterr = 0;
+  while ((c = getopt_long (argc, argv, TOOL_COMMON_SHORTOPTS "yq", longopts,
+                           NULL)) != -1) {
+    switch (c) {
+    case 'y': yes = true; break;
+    case 'q': quiet = true; break;
+    TOOL_COMMON_CASES (destroy_usage, argv);
+    }
+  }
+  if (tool_words (argc, argv, optind, NULL, NULL) < 0)
+    return EXIT_USAGE;
+  if (tool_open_store (false, 4) < 0 || tool_open_volume (&v) < 0)
+    return EXIT_FAIL;
+  tool_volume_id (v, id);
+  snprintf (first8, sizeof first8, "%.8s", id);
+
+  r = lock_read (tool_os, &h, &age, &fresh);
+  if (r == 0 && fresh) {
+    refuse_locked (&h, age, "stop its nbdkit first (if it is gone, wait "
+                   "until its lease has run out or run 's3chunk unlock')");
+    goto out;
+  }
+  if (r < 0 && r != -ENOENT && r != -EIO)
+    goto out;
+  if (scan_store (tool_os, v->nchunks, tool_sp.dir, &s) < 0)
+    goto out;
+
+  printf ("volume %s in %s: %s, %zu chunk object%s (%s stored)\n", id,
+          tool_store_desc, params_format_size (v->size, b1, sizeof b1),
+          s.nchunks, s.nchunks == 1 ? "" : "s",
+          params_format_size (s.chunk_bytes, b2, sizeof b2));
+  fflush (stdout);
+  if (!yes) {
+    snprintf (prompt, sizeof prompt, "This deletes all its data.  Type the "
+              "first 8 characters of the volume id (%s) to go on: ", first8);
+    if ((r = tool_confirm (prompt, first8)) <= 0) {
+      if (r == 0)
+        tool_error ("not destroyed: the answer was not %s", first8);
+      goto out;
+    }
+  }
+
+  /* Hold the lock, renewed, while deleting: no nbdkit starts on a half
+   * deleted volume, and if someone takes the lock anyway we stop.
+   */
+  if (lock_acquire (tool_os, &lp, &l) < 0)
+    goto out;
+  if (lock_start (l, fence_destroy, NULL) < 0)
+    goto out;
+
+  /* Our keys: the chunk objects (in range or not) and lock probes. */
+  keybuf = malloc ((s.nchunks + s.nother) * 32 + 1);
+  keys = malloc ((s.nchunks + s.nother + 1) * sizeof *keys);
+  if (keybuf == NULL || keys == NULL) {
+    tool_error ("out of memory");
+    goto out;
+  }
+  for (i = 0; i < s.nchunks; ++i) {
+    cs_chunk_key (s.chunks[i], keybuf + 32 * nkeys, 32);
+    keys[nkeys] = keybuf + 32 * nkeys;
+    nkeys++;
+  }
+  for (i = 0; i < s.nother; ++i)
+    if (s.other[i].kind == SCAN_BEYOND || s.other[i].kind == SCAN_PROBE)
+      keys[nkeys++] = s.other[i].key;
+
+  progress_start ("destroy", "objects", nkeys, 0, quiet);
+  while (done < nkeys) {
+    size_t n = nkeys - done < DELETE_BATCH ? nkeys - done : DELETE_BATCH;
+
+    if (__atomic_load_n (&fenced, __ATOMIC_ACQUIRE)) {
+      progress_end ();
+      tool_error ("stopped: the volume lock was lost (%s): %zu of %zu "
+                  "objects deleted; run destroy again", fence_why, done,
+                  nkeys);
+      goto out;
+    }
+    if (objstore_del_many (tool_os, keys + done, n) < 0) {
+      progress_end ();
+      tool_error ("stopped after %zu of %zu objects: run destroy again",
+                  done, nkeys);
+      goto out;
+    }
+    done += n;
+    progress_update (done, 0, 0);
+  }
+  progress_end ();
+
+  /* The directory store's leftovers of unfinished writes, and the now
+   * empty chunks directory (the store does not remove directories).
+   */
+  if (tool_sp.dir) {
+    for (i = 0; i < s.nother; ++i) {
+      char *path;
+      if (s.other[i].kind != SCAN_TEMP)
+        continue;
+      if (asprintf (&path, "%s/%s", tool_sp.dir, s.other[i].key) < 0)
+        continue;
+      if (unlink (path) < 0 && errno != ENOENT)
+        tool_error ("warning: remove %s: %s", path, strerror (errno));
+      free (path);
+    }
+    {
+      char *path;
+      if (asprintf (&path, "%s/%.*s", tool_sp.dir,
+                    (int) strlen (CS_CHUNK_PREFIX) - 1, CS_CHUNK_PREFIX) >= 0) {
+        rmdir (path);           /* only if empty: fine if not */
+        free (path);
+      }
+    }
+  }
+
+  /* The lock, then the superblock last: until it goes, 'destroy' can be
+   * run again to finish.
+   */
+  r = lock_release (l);
+  l = NULL;
+  if (r < 0)
+    tool_error ("warning: the lock object could not be removed");
+  if (objstore_del (tool_os, CS_SUPERBLOCK_KEY) < 0) {
+    tool_error ("the superblock could not be deleted: run destroy again");
+    goto out;
+  }
+  printf ("destroyed volume %s: %zu object%s deleted\n", id, nkeys + 1,
+          nkeys + 1 == 1 ? "" : "s");
+  if (s.count[SCAN_FOREIGN]) {
+    printf ("left %zu object%s that s3chunk did not write:",
+            s.count[SCAN_FOREIGN], s.count[SCAN_FOREIGN] == 1 ? "" : "s");
+    for (i = 0; i < s.nother; ++i)
+      if (s.other[i].kind == SCAN_FOREIGN)
+        printf (" %s", s.other[i].key);
+    printf ("\n");
+  }
+  status = EXIT_OK;
+
+ out:
+  if (l)
+    lock_release (l);
+  free (keys);
+  free (keybuf);
+  scan_free (&s);
+  cs_volume_close (v);
+  return status;
+}
