@@ -27,15 +27,31 @@ set_string (const char **field, const char *value)
 }
 
 /* AWS's bucket naming rules: 3 to 63 lower-case letters, digits, dots and
- * hyphens, starting and ending with a letter or digit, no "..".  Other
- * stores allow more, but a volume should be portable between them.
+ * hyphens, starting and ending with a letter or digit, no "..", not shaped
+ * like an IPv4 address, none of the reserved prefixes ("xn--", "sthree-")
+ * and suffixes ("-s3alias", "--ol-s3").  Other stores allow more, but a
+ * volume should be portable between them.
  */
+static bool
+ends_with (const char *s, size_t n, const char *suffix)
+{
+  size_t m = strlen (suffix);
+  return n >= m && strcmp (s + n - m, suffix) == 0;
+}
+
 bool
 store_params_valid_bucket (const char *b)
 {
   size_t n = strlen (b), i;
+  unsigned a1, a2, a3, a4;
+  char end;
 
   if (n < 3 || n > 63)
+    return false;
+  if (sscanf (b, "%u.%u.%u.%u%c", &a1, &a2, &a3, &a4, &end) == 4)
+    return false;
+  if (strncmp (b, "xn--", 4) == 0 || strncmp (b, "sthree-", 7) == 0 ||
+      ends_with (b, n, "-s3alias") || ends_with (b, n, "--ol-s3"))
     return false;
   for (i = 0; i < n; ++i)
     if (!((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9') ||
@@ -75,7 +91,9 @@ store_params_set (struct store_params *p, const char *key, const char *value)
     if (!store_params_valid_bucket (value))
       BAD ("bucket=%s: invalid bucket name: expected 3 to 63 lower-case "
            "letters, digits, dots and hyphens, starting and ending with a "
-           "letter or digit", value);
+           "letter or digit, not an IP address, without the prefixes "
+           "xn-- and sthree- or the suffixes -s3alias and --ol-s3 (AWS's "
+           "bucket naming rules)", value);
     return set_string (&s->bucket, value);
   }
   if (strcmp (key, "prefix") == 0)
