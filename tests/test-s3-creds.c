@@ -15,18 +15,6 @@
 #include "s3-creds.h"
 #include "unit.h"
 
-#define CHECK_STR(got, want)                                            \
-  do {                                                                  \
-    const char *g_ = (got), *w_ = (want);                               \
-    if (g_ != NULL && strcmp (g_, w_) == 0)                             \
-      unit_passed++;                                                    \
-    else {                                                              \
-      unit_failed++;                                                    \
-      fprintf (stderr, "%s:%d: FAIL: %s\n  got:  %s\n  want: %s\n",     \
-               __FILE__, __LINE__, #got, g_ ? g_ : "(null)", w_);       \
-    }                                                                   \
-  } while (0)
-
 /* Every message, at every level, so we can look for secrets in them. */
 static char logged[16384];
 static char all_logged[65536];

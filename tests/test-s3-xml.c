@@ -14,18 +14,6 @@
 #include "s3-xml.h"
 #include "unit.h"
 
-#define CHECK_STR(got, want)                                            \
-  do {                                                                  \
-    const char *g_ = (got), *w_ = (want);                               \
-    if (g_ != NULL && strcmp (g_, w_) == 0)                             \
-      unit_passed++;                                                    \
-    else {                                                              \
-      unit_failed++;                                                    \
-      fprintf (stderr, "%s:%d: FAIL: %s\n  got:  %s\n  want: %s\n",     \
-               __FILE__, __LINE__, #got, g_ ? g_ : "(null)", w_);       \
-    }                                                                   \
-  } while (0)
-
 #define XMLDECL "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
 #define NS "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\""
 

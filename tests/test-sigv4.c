@@ -23,18 +23,6 @@
 #include "sigv4.h"
 #include "unit.h"
 
-#define CHECK_STR(got, want)                                            \
-  do {                                                                  \
-    const char *g_ = (got), *w_ = (want);                               \
-    if (g_ != NULL && strcmp (g_, w_) == 0)                             \
-      unit_passed++;                                                    \
-    else {                                                              \
-      unit_failed++;                                                    \
-      fprintf (stderr, "%s:%d: FAIL: %s\n  got:  %s\n  want: %s\n",     \
-               __FILE__, __LINE__, #got, g_ ? g_ : "(null)", w_);       \
-    }                                                                   \
-  } while (0)
-
 static const struct sigv4_key s3_example_key = {
   .access_key = "AKIAIOSFODNN7EXAMPLE",
   .secret_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",

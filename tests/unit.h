@@ -38,6 +38,19 @@ static unsigned unit_passed, unit_failed;
     }                                                                   \
   } while (0)
 
+/* Check a string result equals an expected one, showing both. */
+#define CHECK_STR(got, want)                                            \
+  do {                                                                  \
+    const char *g_ = (got), *w_ = (want);                               \
+    if (g_ != NULL && strcmp (g_, w_) == 0)                             \
+      unit_passed++;                                                    \
+    else {                                                              \
+      unit_failed++;                                                    \
+      fprintf (stderr, "%s:%d: FAIL: %s\n  got:  %s\n  want: %s\n",     \
+               __FILE__, __LINE__, #got, g_ ? g_ : "(null)", w_);       \
+    }                                                                   \
+  } while (0)
+
 /* Messages logged by the library are kept so tests can check them. */
 static char unit_last_log[2048];
 static unsigned unit_errors_logged;
