@@ -43,7 +43,10 @@
  * At most one upload of a chunk is in flight (rule 2): a worker only picks
  * an entry that is not uploading.
  *
- * Memory.  c->mem counts chunk buffers (entries' data and buffers being
+ * Memory.  Chunk buffers are recycled through a free list (c->pool) and
+ * never given back to the allocator until close, so steady state makes no
+ * malloc, page fault or page zeroing, and the process holds what the cache
+ * counts.  c->mem counts chunk buffers (pooled, entries' data and buffers being
  * loaded).  A thread that needs a new buffer evicts CLEAN entries or waits
  * until uploads make some CLEAN: writers wait instead of growing memory.
  * Workers own one private copy buffer and one encode buffer each.
@@ -124,6 +127,8 @@ struct cache {
   uint64_t last_read_idx;       /* read-ahead: the last chunk read */
   uint64_t ra_until;            /* read-ahead: queued up to this chunk */
   uint64_t mem, limit, dirty_bytes;
+  uint8_t *pool;                /* free chunk buffers, linked through
+                                   their first bytes */
   unsigned flushers;            /* flushes waiting: upload without delay */
   unsigned mem_waiters;         /* threads waiting for a buffer */
   bool stop, failed;
@@ -208,6 +213,8 @@ check_invariants (struct cache *c)
 #define CHECK(c) do { } while (0)
 #endif
 
+static void free_buffer (struct cache *c, uint8_t *buf);
+
 /* ---------------------------------------------------------------- table */
 
 static size_t
@@ -277,10 +284,7 @@ entry_free (struct cache *c, struct entry *e)
   c->nentries--;
   if (e->on_lru)
     TAILQ_REMOVE (&c->lru_list, e, lru);
-  if (e->data) {
-    free (e->data);
-    c->mem -= c->chunk_size;
-  }
+  free_buffer (c, e->data);
   free (e);
 }
 
@@ -336,10 +340,8 @@ set_data (struct cache *c, struct entry *e, uint8_t *data)
     c->dirty_bytes += c->chunk_size;
   else if (e->on_dirty && !data && e->data)
     c->dirty_bytes -= c->chunk_size;
-  if (e->data && e->data != data) {
-    free (e->data);
-    c->mem -= c->chunk_size;
-  }
+  if (e->data && e->data != data)
+    free_buffer (c, e->data);
   e->data = data;
 }
 
@@ -362,23 +364,64 @@ mark_dirty (struct cache *c, struct entry *e, bool urgent)
     pthread_cond_signal (&c->work);
 }
 
-/* Get a zeroed chunk buffer, counted in c->mem.  Evicts CLEAN entries; if
- * none can go, waits for uploads (back-pressure).  May drop the lock: when
- * *waited is set on return the caller must look its entry up again.
+/* Give a chunk buffer back to the pool (it stays counted in c->mem). */
+static void
+free_buffer (struct cache *c, uint8_t *buf)
+{
+  if (buf) {
+    memcpy (buf, &c->pool, sizeof c->pool);
+    c->pool = buf;
+  }
+}
+
+/* A buffer from the pool, or a new one if the limit allows; NULL if
+ * neither.  The content is whatever was there before.
+ */
+static uint8_t *
+take_buffer (struct cache *c)
+{
+  uint8_t *buf = c->pool;
+
+  if (buf) {
+    memcpy (&c->pool, buf, sizeof c->pool);
+    return buf;
+  }
+  if (c->mem + c->chunk_size > c->limit)
+    return NULL;
+  buf = malloc (c->chunk_size);
+  if (buf)
+    c->mem += c->chunk_size;
+  return buf;
+}
+
+/* The least recently used CLEAN entry nobody holds, or NULL. */
+static struct entry *
+evictable (struct cache *c)
+{
+  struct entry *e;
+
+  TAILQ_FOREACH (e, &c->lru_list, lru)
+    if (e->pins == 0)
+      return e;
+  return NULL;
+}
+
+/* Get a chunk buffer (not zeroed), counted in c->mem.  Evicts CLEAN
+ * entries; if none can go, waits for uploads (back-pressure).  May drop
+ * the lock: when *waited is set on return the caller must look its entry
+ * up again.
  */
 static int
 alloc_buffer (struct cache *c, uint8_t **out, bool *waited)
 {
+  struct entry *e;
   double t0 = 0;
 
   *waited = false;
-  while (c->mem + c->chunk_size > c->limit) {
-    struct entry *e;
-
-    TAILQ_FOREACH (e, &c->lru_list, lru)
-      if (e->pins == 0)
-        break;
-    if (e) {
+  while ((*out = take_buffer (c)) == NULL) {
+    if (c->mem + c->chunk_size <= c->limit)
+      return -ENOMEM;                   /* malloc failed */
+    if ((e = evictable (c)) != NULL) {
       entry_free (c, e);
       continue;
     }
@@ -395,20 +438,7 @@ alloc_buffer (struct cache *c, uint8_t **out, bool *waited)
   }
   if (*waited)
     c->st.pressure_wait += now () - t0;
-  *out = calloc (1, c->chunk_size);
-  if (*out == NULL)
-    return -ENOMEM;
-  c->mem += c->chunk_size;
   return 0;
-}
-
-static void
-free_buffer (struct cache *c, uint8_t *buf)
-{
-  if (buf) {
-    free (buf);
-    c->mem -= c->chunk_size;
-  }
 }
 
 /* Bytes of chunk idx that are inside the volume. */
@@ -500,18 +530,13 @@ queue_fetch (struct cache *c, uint64_t idx)
   e = lookup (c, idx);
   if (e && (e->valid || e->loading))
     return;
-  if (c->mem + c->chunk_size > c->limit) {
-    TAILQ_FOREACH (e, &c->lru_list, lru)
-      if (e->pins == 0 && e->idx != idx)
-        break;
-    if (e == NULL)
-      return;
+  buf = take_buffer (c);
+  if (buf == NULL && (e = evictable (c)) != NULL) {
     entry_free (c, e);
+    buf = take_buffer (c);
   }
-  buf = calloc (1, c->chunk_size);
   if (buf == NULL)
     return;
-  c->mem += c->chunk_size;
   e = lookup (c, idx);
   if (e == NULL && (e = entry_new (c, idx)) == NULL) {
     free_buffer (c, buf);
@@ -641,11 +666,16 @@ get_entry (struct cache *c, uint64_t idx, bool for_write, bool need_data,
   e->pins++;
   if (e->valid) {                       /* a zero entry about to be written */
     assert (e->zero && need_data);
+    memset (buf, 0, c->chunk_size);
     e->zero = false;
     set_data (c, e, buf);
   }
   else if (whole || !cs_map_test (c->v, idx)) {
-    /* Overwritten entirely, or never stored: no need to read it. */
+    /* Overwritten entirely, or never stored: no need to read it.  Bytes
+     * a whole write leaves are beyond the end of the volume: zero.
+     */
+    if (!whole || chunk_bytes (c, idx) < c->chunk_size)
+      memset (buf, 0, c->chunk_size);
     e->valid = true;
     set_data (c, e, buf);
     settle (c, e);
@@ -1083,10 +1113,28 @@ cache_open (struct cs_volume *v, const struct cache_params *p,
   c->v = v;
   c->p = *p;
   c->chunk_size = v->chunk_size;
-  c->limit = p->cache_size;
-  /* Room for at least two chunks per worker, or nothing can move. */
-  if (c->limit < 2ull * c->chunk_size * (p->workers + 1))
-    c->limit = 2ull * c->chunk_size * (p->workers + 1);
+  /* cache-size= covers the chunk buffers and each worker's own two
+   * (a private copy and an encode buffer).  The cache needs room for two
+   * chunks per worker and two more, or nothing can move: with a small
+   * cache-size and large chunks, use fewer workers rather than more memory.
+   */
+  {
+    uint64_t per_worker = c->chunk_size + codec_bound (c->chunk_size);
+    unsigned w = p->workers ? p->workers : 1;
+
+    while (w > 1 && w * per_worker + (2ull * w + 2) * c->chunk_size >
+           p->cache_size)
+      w--;
+    if (w < p->workers)
+      cs_info ("cache: %u upload workers fit in cache-size=%" PRIu64
+               " with %" PRIu32 "-byte chunks (asked for %u)",
+               w, p->cache_size, c->chunk_size, p->workers);
+    c->p.workers = w;
+    c->limit = p->cache_size > w * per_worker
+      ? p->cache_size - w * per_worker : 0;
+    if (c->limit < (2ull * w + 2) * c->chunk_size)
+      c->limit = (2ull * w + 2) * c->chunk_size;
+  }
   pthread_mutex_init (&c->lock, NULL);
   pthread_condattr_init (&attr);
   pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
@@ -1098,7 +1146,7 @@ cache_open (struct cs_volume *v, const struct cache_params *p,
   TAILQ_INIT (&c->fetch_list);
   c->buckets = 1024;
   c->table = calloc (c->buckets, sizeof *c->table);
-  c->nworkers = p->workers ? p->workers : 1;
+  c->nworkers = c->p.workers;
   c->workers = calloc (c->nworkers, sizeof *c->workers);
   if (c->table == NULL || c->workers == NULL ||
       pthread_key_create (&c->tls, tls_free) != 0)
@@ -1207,6 +1255,11 @@ cache_close (struct cache *c)
       free (e->loadbuf);              /* a queued fetch nobody ran */
       free (e);
     }
+  while (c->pool) {
+    uint8_t *b = c->pool;
+    memcpy (&c->pool, b, sizeof c->pool);
+    free (b);
+  }
   for (i = 0; c->workers && i < c->nworkers; ++i) {
     free (c->workers[i].copy);
     cs_buf_free (&c->workers[i].enc);
