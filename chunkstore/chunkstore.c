@@ -499,6 +499,8 @@ cs_chunk_read (struct cs_volume *v, struct codec_ctx *ctx, uint64_t idx,
     memset (plain, 0, v->chunk_size);
     return 0;
   }
+  if (r == -EFBIG)
+    return -EIO;                /* larger than any chunk: not one (logged) */
   if (r < 0)
     return r;
   return codec_decode (ctx, v->volume_id, idx, key, scratch->data,

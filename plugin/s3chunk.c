@@ -808,11 +808,15 @@ s3chunk_is_rotational (void *handle)
   return 0;
 }
 
-/* The cache has logged the cause; pass the errno to the client. */
+/* The cache has logged the cause; tell the client. */
 static int
 fail (int r)
 {
-  nbdkit_set_error (-r);
+  /* NBD has few error codes and nbdkit sends EINVAL for any it does not
+   * know (a refused connection, a timeout): to the client a store that
+   * fails is an I/O error.
+   */
+  nbdkit_set_error (r == -ENOMEM ? ENOMEM : EIO);
   return -1;
 }
 
