@@ -195,7 +195,17 @@ store_chunk_count ()
 nbdkit_cmd=(nbdkit)
 _nbdkit_env=()
 if ldd "$PLUGIN" 2>/dev/null | grep -q libasan; then
-    _nbdkit_env+=("LD_PRELOAD=$(gcc -print-file-name=libasan.so)")
+    # With tests/asan-preload.so (see there): without it nbdkit hangs at
+    # exit once it has printed a strerror() message.
+    _asan_preload=$abs_top_builddir/tests/asan-preload.so
+    [ -f "$_asan_preload" ] || {
+        echo "$0: $_asan_preload is missing: run make check"; exit 1; }
+    _nbdkit_env+=("LD_PRELOAD=$(gcc -print-file-name=libasan.so) $_asan_preload")
+    # Leaks are checked (see _log_has_reports for the one nbdkit has);
+    # a UBSan report stops nbdkit with a stack trace.
+    _nbdkit_env+=("ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}")
+    _nbdkit_env+=("LSAN_OPTIONS=${LSAN_OPTIONS:-exitcode=0}")
+    _nbdkit_env+=("UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}")
 fi
 if [ "${S3CHUNK_VALGRIND:-}" = 1 ]; then
     # nbdkit's own --valgrind exists only in its source tree (./nbdkit);
@@ -239,7 +249,19 @@ _nbdkit_count=0
 # exited 0 (UBSan may be built to recover).
 _log_has_reports ()
 {
-    grep -E -q 'runtime error:|ERROR: (Address|Leak|Thread|Undefined)Sanitizer|== ERROR SUMMARY: [1-9]' "$1"
+    grep -E -q 'runtime error:|ERROR: (Address|Thread|Undefined)Sanitizer|== ERROR SUMMARY: [1-9]' "$1" &&
+        return 0
+    # LeakSanitizer: a leak counts when its stack has a frame of ours.
+    # nbdkit 1.32 itself now and then leaks a connection's context (280
+    # bytes, malloc'ed in backend_open) when it exits while a connection
+    # thread is still ending: it does not wait for them (fixed upstream in
+    # nbdkit commit 07806d6d); the valgrind suppressions above skip the
+    # same leak.  LSAN_OPTIONS=exitcode=0 leaves the decision to this.
+    grep -q 'ERROR: LeakSanitizer' "$1" || return 1
+    awk '/^(Direct|Indirect) leak of/ { inleak = 1; next }
+         inleak && /^$/ { inleak = 0 }
+         inleak && /s3chunk|chunkstore\/|plugin\/|tests\/|tools\// { ours = 1 }
+         END { exit !ours }' "$1"
 }
 
 # start_nbdkit SOCK [NBDKIT-OPTION...] PLUGIN-PARAM...
