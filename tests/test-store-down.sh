@@ -4,8 +4,8 @@
 # covers a flush failing while PUTs answer 500; this test covers the store
 # being entirely gone, the filesystem on top, and time bounds.)
 #  1. The proxy is killed (connection refused, every request) for longer
-#     than retry-time=2: a flush fails with EIO within 30 s; dirty data is
-#     still served from memory; a read of a chunk that is only in the store
+#     than retry-time=2: writes still land in memory, a flush fails with EIO
+#     within 30 s; dirty data is still served from memory; a read of a chunk that is only in the store
 #     fails with EIO within 30 s, it never returns wrong bytes; once the
 #     proxy is back the next flush succeeds, and after a restart every byte
 #     is there.
@@ -87,9 +87,12 @@ check "2 MiB written and flushed, then a restart: the cache is empty"
 stop_nbdkit "$sock"
 start_nbdkit "$sock" -v $(s3_args vol1 "$S3_PROXY_URL") "${vol1[@]}"
 log=${_nbdkit_log[$sock]}
-check "write 1 MiB + 5 bytes at 8 MiB (dirty), then the store goes away"
-"$VERIFY" --socket "$sock" --write-pattern $((8 * M)) $((M + 5)) 2
+check "the store goes away; then 1 MiB + 5 bytes written at 8 MiB (dirty)"
+# (Written after the store went away, so that no upload can finish first.
+# Never written before, so the writes need no read from the store.)
 proxy_down
+bounded 10 "$VERIFY" --socket "$sock" --write-pattern $((8 * M)) $((M + 5)) 2
+[ "$rc" -eq 0 ] || fail "writes into memory failed while the store is down"
 check "a flush fails with EIO, within 30 s"
 bounded 30 "$VERIFY" --socket "$sock" --flush
 [ "$rc" -eq 1 ] && grep -q 'FAILED: flush.*Input/output error' "$tmp/bounded.out" ||
