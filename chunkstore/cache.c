@@ -125,6 +125,7 @@ struct cache {
   size_t buckets, nentries;
   struct entry_list lru_list, dirty_list, fetch_list;
   uint64_t last_read_idx;       /* read-ahead: the last chunk read */
+  bool have_last_read;          /* ... once there was one */
   uint64_t ra_until;            /* read-ahead: queued up to this chunk */
   uint64_t mem, limit, dirty_bytes;
   uint8_t *pool;                /* free chunk buffers, linked through
@@ -570,7 +571,8 @@ prefetch (struct cache *c, uint64_t first, uint64_t last)
     queue_fetch (c, i);
   if (c->p.readahead == 0)
     return;
-  if (first == c->last_read_idx || first == c->last_read_idx + 1) {
+  if (c->have_last_read &&
+      (first == c->last_read_idx || first == c->last_read_idx + 1)) {
     from = last + 1 > c->ra_until + 1 ? last + 1 : c->ra_until + 1;
     to = last + c->p.readahead;
     for (i = from; i <= to; ++i)
@@ -581,6 +583,7 @@ prefetch (struct cache *c, uint64_t first, uint64_t last)
   else
     c->ra_until = last;
   c->last_read_idx = last;
+  c->have_last_read = true;
 }
 
 /* Make chunk idx present and valid in the cache, for a read or a write of
@@ -1207,10 +1210,15 @@ cache_failed (struct cache *c)
 void
 cache_get_stats (struct cache *c, struct cache_stats *out)
 {
+  struct entry *e;
+
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
   *out = c->st;
   out->dirty_bytes = c->dirty_bytes;
   out->mem_bytes = c->mem;
+  out->uploading = 0;
+  TAILQ_FOREACH (e, &c->dirty_list, dirty)
+    out->uploading += e->uploading;
 }
 
 int

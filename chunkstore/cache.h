@@ -29,6 +29,7 @@ struct cache_stats {
   uint64_t upload_failures;
   uint64_t bytes_plain_up;                      /* before compression */
   uint64_t dirty_bytes, mem_bytes;              /* now */
+  uint64_t uploading;                           /* uploads in flight now */
   double pressure_wait;                         /* seconds writers waited */
 };
 

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,18 +25,20 @@ struct faultstore {
   enum objstore_fault_kind kind;
   int err;
   uint32_t skip, count;
+  char key[64];                 /* only this key, if set */
   unsigned stalled, faulted;
   uint64_t release_gen;
 };
 
 /* Decide what happens to this call; for a stall, wait here. */
 static enum objstore_fault_kind
-decide (struct faultstore *f, unsigned op, int *err)
+decide (struct faultstore *f, unsigned op, const char *key, int *err)
 {
   enum objstore_fault_kind k = FAULT_NONE;
 
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&f->lock);
-  if (f->kind == FAULT_NONE || !(f->ops & op))
+  if (f->kind == FAULT_NONE || !(f->ops & op) ||
+      (f->key[0] && strcmp (f->key, key) != 0))
     return FAULT_NONE;
   if (f->skip > 0) {
     f->skip--;
@@ -67,7 +70,7 @@ fault_get (struct objstore *os, const char *key, size_t max_len,
   struct faultstore *f = (struct faultstore *) os;
   int err = -EIO, r;
 
-  switch (decide (f, FAULT_OP_GET, &err)) {
+  switch (decide (f, FAULT_OP_GET, key, &err)) {
   case FAULT_FAIL:
     cs_error ("get %s: injected fault: %s", key, strerror (-err));
     return err;
@@ -93,7 +96,7 @@ fault_put (struct objstore *os, const char *key, const void *data,
   struct faultstore *f = (struct faultstore *) os;
   int err = -EIO;
 
-  if (decide (f, FAULT_OP_PUT, &err) == FAULT_FAIL) {
+  if (decide (f, FAULT_OP_PUT, key, &err) == FAULT_FAIL) {
     cs_error ("put %s: injected fault: %s", key, strerror (-err));
     return err;
   }
@@ -107,7 +110,7 @@ fault_put_if (struct objstore *os, const char *key, const void *data,
   struct faultstore *f = (struct faultstore *) os;
   int err = -EIO;
 
-  switch (decide (f, FAULT_OP_PUT_IF, &err)) {
+  switch (decide (f, FAULT_OP_PUT_IF, key, &err)) {
   case FAULT_FAIL:
     cs_error ("put-if %s: injected fault: %s", key, strerror (-err));
     return err;
@@ -124,7 +127,7 @@ fault_del_many (struct objstore *os, const char *const *keys, size_t n)
   struct faultstore *f = (struct faultstore *) os;
   int err = -EIO;
 
-  if (decide (f, FAULT_OP_DEL, &err) == FAULT_FAIL) {
+  if (decide (f, FAULT_OP_DEL, keys[0], &err) == FAULT_FAIL) {
     cs_error ("delete %s...: injected fault: %s", keys[0], strerror (-err));
     return err;
   }
@@ -144,7 +147,7 @@ fault_list (struct objstore *os, const char *prefix,
   struct faultstore *f = (struct faultstore *) os;
   int err = -EIO;
 
-  if (decide (f, FAULT_OP_LIST, &err) == FAULT_FAIL) {
+  if (decide (f, FAULT_OP_LIST, prefix, &err) == FAULT_FAIL) {
     cs_error ("list %s: injected fault: %s", prefix, strerror (-err));
     return err;
   }
@@ -201,6 +204,16 @@ objstore_fault_set (struct objstore *os, unsigned ops,
   f->err = err ? err : -EIO;
   f->skip = skip;
   f->count = count;
+  f->key[0] = '\0';
+}
+
+void
+objstore_fault_only_key (struct objstore *os, const char *key)
+{
+  struct faultstore *f = (struct faultstore *) os;
+
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&f->lock);
+  snprintf (f->key, sizeof f->key, "%s", key);
 }
 
 void

@@ -152,6 +152,9 @@ extern void objstore_fault_set (struct objstore *os, unsigned ops,
                                 enum objstore_fault_kind kind, int err,
                                 uint32_t skip, uint32_t count);
 
+/* Limit the rule set last to calls on this key (reset by the next set). */
+extern void objstore_fault_only_key (struct objstore *os, const char *key);
+
 /* Let every stalled call go on, and stop stalling new ones. */
 extern void objstore_fault_release (struct objstore *os);
 

@@ -36,6 +36,7 @@ static int race_wins;
 static pthread_mutex_t race_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_barrier_t race_barrier;
 static char race_etag[128];
+static int race_round;
 
 static void *
 racer (void *arg)
@@ -44,7 +45,8 @@ racer (void *arg)
   char body[32];
   int r;
 
-  snprintf (body, sizeof body, "racer %ld", id);
+  /* Unique per round: an unchanged body keeps its etag. */
+  snprintf (body, sizeof body, "race %d racer %ld", race_round, id);
   pthread_barrier_wait (&race_barrier);
   r = race_etag[0]
     ? objstore_put_if (race_os, "race", body, strlen (body), race_etag, NULL)
@@ -65,6 +67,7 @@ race (void)
   pthread_t t[RACERS];
 
   race_wins = 0;
+  race_round++;
   pthread_barrier_init (&race_barrier, NULL, RACERS);
   for (long i = 0; i < RACERS; ++i)
     pthread_create (&t[i], NULL, racer, (void *) i);
