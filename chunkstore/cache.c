@@ -132,6 +132,7 @@ struct cache {
                                    their first bytes */
   unsigned flushers;            /* flushes waiting: upload without delay */
   unsigned mem_waiters;         /* threads waiting for a buffer */
+  uint64_t upload_ok;           /* uploads and deletes that succeeded */
   bool stop, failed;
 
   struct worker *workers;
@@ -411,12 +412,18 @@ evictable (struct cache *c)
  * entries; if none can go, waits for uploads (back-pressure).  May drop
  * the lock: when *waited is set on return the caller must look its entry
  * up again.
+ *
+ * A waiter gives up with -EIO when an upload fails (the store's own retry
+ * budget is spent) and none has succeeded since it began to wait: the
+ * store is down, and like a flush the request fails instead of hanging
+ * until it is back.  Data already written stays dirty and is retried.
  */
 static int
 alloc_buffer (struct cache *c, uint8_t **out, bool *waited)
 {
   struct entry *e;
   double t0 = 0;
+  uint64_t ok0 = 0, fail0 = 0;
 
   *waited = false;
   while ((*out = take_buffer (c)) == NULL) {
@@ -431,6 +438,16 @@ alloc_buffer (struct cache *c, uint8_t **out, bool *waited)
     if (!*waited) {
       t0 = now ();
       *waited = true;
+      ok0 = c->upload_ok;
+      fail0 = c->st.upload_failures;
+    }
+    else if (c->st.upload_failures != fail0 && c->upload_ok == ok0) {
+      c->st.pressure_wait += now () - t0;
+      cs_error ("the cache is full of dirty chunks that cannot be uploaded "
+                "(see the errors above): this request fails; the data "
+                "written before it stays in memory and is retried until "
+                "the store is back");
+      return -EIO;
     }
     c->mem_waiters++;
     pthread_cond_broadcast (&c->work);
@@ -990,6 +1007,7 @@ upload_done (struct cache *c, struct entry *e, uint64_t version, int r)
   if (r == 0) {
     if (version > e->persisted)
       e->persisted = version;
+    c->upload_ok++;
     e->fails = 0;
     e->retry_at = 0;
     if (e->version == e->persisted)

@@ -492,6 +492,15 @@ s3chunk_config_complete (void)
                   cfg.level);
     return -1;
   }
+  /* Taking over a lock nobody will take is a sign of a muddled command
+   * line (lock=none was meant to be temporary, or force-unlock=true was
+   * meant instead): refuse rather than guess which.
+   */
+  if (lockcfg.none && lockcfg.force) {
+    nbdkit_error ("force-unlock=true conflicts with lock=none (which takes "
+                  "no lock to force): drop one");
+    return -1;
+  }
   return 0;
 }
 

@@ -168,6 +168,8 @@ refuses 'are for bucket=, not dir=' dir=$tmp/c endpoint=http://127.0.0.1:1 size=
 refuses 'are for bucket=, not dir=' dir=$tmp/c access-key=a secret-key=b size=1M
 refuses 'access-key= and secret-key= go together' bucket=abc access-key=a size=1M
 refuses 'access-key= and secret-key= go together' bucket=abc secret-key=b size=1M
+refuses 'force-unlock=true conflicts with lock=none' dir=$tmp/c size=1M \
+    lock=none force-unlock=true
 [ ! -e "$tmp/c" ] || failures+=("a refused start created $tmp/c")
 
 if [ ${#failures[@]} -gt 0 ]; then
