@@ -24,12 +24,15 @@ Prints one line of key=value pairs (requests to BUCKET only, if given):
   n                                all requests
 
 radosgw writes one JSON object per request ("time" is when it started,
-"total_time" its duration in ms); concurrent writers sometimes share a
-line, so objects are decoded one after the other, not line by line.
+"total_time" its duration in ms), read by tests/rgwlog.py.
 """
 import datetime
-import json
+import os
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "tests"))
+from rgwlog import entries  # noqa: E402
 
 META = ("lock", "superblock", "s3backer-mounted")
 
@@ -41,27 +44,6 @@ def parse_time(s):
         s = s[: 10 + s[10:].index("+")]
     return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%f").replace(
         tzinfo=datetime.timezone.utc).timestamp()
-
-
-def entries(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return
-    dec = json.JSONDecoder()
-    i = 0
-    while i < len(data):
-        if data[i] != "{":
-            i += 1
-            continue
-        try:
-            obj, i = dec.raw_decode(data, i)
-        except ValueError:
-            i += 1
-            continue
-        if isinstance(obj, dict):
-            yield obj
 
 
 def main():

@@ -453,27 +453,14 @@ ceph_env() {
 # access lines of rgw.log (every request, also the rejected ones).
 ceph_ops() {
     local dir=${1:?usage: ceph_ops DIR}
-    /usr/bin/python3 - "$dir/log/rgw-ops.log" "$dir/log/rgw.log" <<'EOF'
-import collections, json, os, re, sys
+    /usr/bin/python3 - "$dir/log/rgw-ops.log" "$dir/log/rgw.log" \
+        "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" <<'EOF'
+import collections, os, re, sys
+sys.path.insert(0, sys.argv[3])
+from rgwlog import entries
 ops = collections.Counter(); meth = collections.Counter(); st = collections.Counter()
-# radosgw's concurrent writers sometimes put two objects on one line:
-# decode object after object, not line by line.
-if os.path.exists(sys.argv[1]):
-    with open(sys.argv[1], encoding="utf-8", errors="replace") as f:
-        data = f.read()
-    dec = json.JSONDecoder()
-    i = 0
-    while i < len(data):
-        if data[i] != "{":
-            i += 1
-            continue
-        try:
-            obj, i = dec.raw_decode(data, i)
-        except ValueError:
-            i += 1
-            continue
-        if isinstance(obj, dict):
-            ops[obj.get("operation", "?")] += 1
+for obj in entries(sys.argv[1]):
+    ops[obj.get("operation", "?")] += 1
 access = re.compile(r' beast: \S+ .*?"([A-Z]+) \S+ HTTP/[0-9.]+" (\d{3}) ')
 if os.path.exists(sys.argv[2]):
     with open(sys.argv[2], encoding="utf-8", errors="replace") as f:

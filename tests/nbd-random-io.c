@@ -45,6 +45,8 @@
 
 #include <libnbd.h>
 
+#include "params.h"
+
 #define MAX_CONNECTIONS 64      /* the shared region tracks them in a mask */
 #define MAX_THREADS 256
 #define VERIFY_PIECE (4 * 1024 * 1024)
@@ -144,27 +146,14 @@ die (const char *fmt, ...)
 static uint64_t
 parse_size (const char *opt, const char *s)
 {
-  char *end;
-  unsigned long long v;
+  uint64_t v;
 
-  errno = 0;
-  v = strtoull (s, &end, 0);
-  if (errno || end == s || s[0] == '-')
-    goto bad;
-  switch (*end) {
-  case 'k': case 'K': v <<= 10; end++; break;
-  case 'm': case 'M': v <<= 20; end++; break;
-  case 'g': case 'G': v <<= 30; end++; break;
-  case '\0': break;
-  default: goto bad;
+  if (params_parse_size (s, &v) < 0) {
+    fprintf (stderr, "nbd-random-io: %s %s: expected a number with an "
+             "optional K, M, G or T suffix\n", opt, s);
+    exit (2);
   }
-  if (*end != '\0')
-    goto bad;
   return v;
- bad:
-  fprintf (stderr, "nbd-random-io: %s %s: expected a number with an "
-           "optional K, M or G suffix\n", opt, s);
-  exit (2);
 }
 
 /* splitmix64: small, fast, good enough, and reproducible from the seed. */

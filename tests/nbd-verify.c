@@ -22,6 +22,8 @@
 
 #include <libnbd.h>
 
+#include "params.h"
+
 #define PIECE (4 * 1024 * 1024)
 
 static const char usage_text[] =
@@ -70,26 +72,14 @@ nbd_fail (const char *what, uint64_t offset, uint64_t len)
 static uint64_t
 num (const char *s)
 {
-  char *end;
-  unsigned long long v;
+  uint64_t v;
 
-  errno = 0;
-  v = strtoull (s, &end, 0);
-  if (errno || end == s || s[0] == '-')
-    goto bad;
-  switch (*end) {
-  case 'k': case 'K': v <<= 10; end++; break;
-  case 'm': case 'M': v <<= 20; end++; break;
-  case 'g': case 'G': v <<= 30; end++; break;
-  case '\0': break;
-  default: goto bad;
+  if (params_parse_size (s, &v) < 0) {
+    fprintf (stderr, "nbd-verify: %s: expected a number with an optional "
+             "K, M, G or T suffix\n", s);
+    exit (2);
   }
-  if (*end == '\0')
-    return v;
- bad:
-  fprintf (stderr, "nbd-verify: %s: expected a number with an optional "
-           "K, M or G suffix\n", s);
-  exit (2);
+  return v;
 }
 
 /* The pattern: 8 bytes of splitmix64 per 8-byte word of the disk. */
