@@ -523,8 +523,20 @@ dir_close (struct objstore *os)
   free (d);
 }
 
+/* Another handle on the same directory; it shares nothing but the path
+ * (put_if and delete serialise through the flock on DIR/.lock).
+ */
+static int
+dir_sibling (struct objstore *os, struct objstore **out)
+{
+  struct dirstore *d = (struct dirstore *) os;
+
+  return objstore_dir_open (d->root, false, out);
+}
+
 static const struct objstore_ops dir_ops = {
   .name = "dir",
+  .sibling = dir_sibling,
   .get = dir_get,
   .put = dir_put,
   .put_if = dir_put_if,

@@ -94,13 +94,21 @@ fault_put (struct objstore *os, const char *key, const void *data,
            size_t len, struct objstore_info *info)
 {
   struct faultstore *f = (struct faultstore *) os;
-  int err = -EIO;
+  int err = -EIO, r;
 
-  if (decide (f, FAULT_OP_PUT, key, &err) == FAULT_FAIL) {
+  switch (decide (f, FAULT_OP_PUT, key, &err)) {
+  case FAULT_FAIL:
     cs_error ("put %s: injected fault: %s", key, strerror (-err));
     return err;
+  case FAULT_LAND_TIMEOUT:
+    r = objstore_put (f->inner, key, data, len, info);
+    if (r < 0)
+      return r;
+    cs_error ("put %s: injected fault: landed, answer lost", key);
+    return -ETIMEDOUT;
+  default:
+    return objstore_put (f->inner, key, data, len, info);
   }
-  return objstore_put (f->inner, key, data, len, info);
 }
 
 static int
@@ -108,7 +116,7 @@ fault_put_if (struct objstore *os, const char *key, const void *data,
               size_t len, const char *if_match, struct objstore_info *info)
 {
   struct faultstore *f = (struct faultstore *) os;
-  int err = -EIO;
+  int err = -EIO, r;
 
   switch (decide (f, FAULT_OP_PUT_IF, key, &err)) {
   case FAULT_FAIL:
@@ -116,6 +124,12 @@ fault_put_if (struct objstore *os, const char *key, const void *data,
     return err;
   case FAULT_IGNORE_CONDITIONS:
     return objstore_put (f->inner, key, data, len, info);
+  case FAULT_LAND_TIMEOUT:
+    r = objstore_put_if (f->inner, key, data, len, if_match, info);
+    if (r < 0)
+      return r;
+    cs_error ("put-if %s: injected fault: landed, answer lost", key);
+    return -ETIMEDOUT;
   default:
     return objstore_put_if (f->inner, key, data, len, if_match, info);
   }
@@ -127,11 +141,21 @@ fault_del_many (struct objstore *os, const char *const *keys, size_t n)
   struct faultstore *f = (struct faultstore *) os;
   int err = -EIO;
 
-  if (decide (f, FAULT_OP_DEL, keys[0], &err) == FAULT_FAIL) {
+  int r;
+
+  switch (decide (f, FAULT_OP_DEL, keys[0], &err)) {
+  case FAULT_FAIL:
     cs_error ("delete %s...: injected fault: %s", keys[0], strerror (-err));
     return err;
+  case FAULT_LAND_TIMEOUT:
+    r = objstore_del_many (f->inner, keys, n);
+    if (r < 0)
+      return r;
+    cs_error ("delete %s...: injected fault: done, answer lost", keys[0]);
+    return -ETIMEDOUT;
+  default:
+    return objstore_del_many (f->inner, keys, n);
   }
-  return objstore_del_many (f->inner, keys, n);
 }
 
 static int
@@ -165,8 +189,52 @@ fault_close (struct objstore *os)
   free (f);
 }
 
+/* The wrapped store obeys the same fence: a call stalled here and let go
+ * after the deadline is refused by it.
+ */
+static void
+fault_set_fence (struct objstore *os, struct cs_fence *fence)
+{
+  struct faultstore *f = (struct faultstore *) os;
+
+  objstore_set_fence (f->inner, fence);
+}
+
+/* A wrapper of the inner store's sibling, with a copy of the rule now in
+ * force (not the stall state).
+ */
+static int
+fault_sibling (struct objstore *os, struct objstore **out)
+{
+  struct faultstore *f = (struct faultstore *) os, *g;
+  struct objstore *inner, *w;
+  int r;
+
+  r = objstore_sibling (f->inner, &inner);
+  if (r < 0)
+    return r;
+  r = objstore_fault_wrap (inner, &w);
+  if (r < 0) {
+    objstore_close (inner);
+    return r;
+  }
+  g = (struct faultstore *) w;
+  pthread_mutex_lock (&f->lock);
+  g->ops = f->ops;
+  g->kind = f->kind;
+  g->err = f->err;
+  g->skip = f->skip;
+  g->count = f->count;
+  memcpy (g->key, f->key, sizeof g->key);
+  pthread_mutex_unlock (&f->lock);
+  *out = w;
+  return 0;
+}
+
 static const struct objstore_ops fault_ops = {
   .name = "fault",
+  .sibling = fault_sibling,
+  .set_fence = fault_set_fence,
   .get = fault_get,
   .put = fault_put,
   .put_if = fault_put_if,

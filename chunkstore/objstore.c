@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "log.h"
 #include "objstore.h"
 
 #define COUNT(os, field, n) \
@@ -16,6 +17,40 @@ counted (struct objstore *os, int r, int expected)
   if (r < 0 && r != expected)
     COUNT (os, errors, 1);
   return r;
+}
+
+int
+objstore_fence_check (struct objstore *os, const char *op, const char *key)
+{
+  if (os->fence == NULL || cs_fence_left (os->fence) > 0)
+    return 0;
+  /* The first refusal says why; the cache has failed by then and says
+   * what it means for the client, so the rest are debug lines.
+   */
+  if (COUNT (os, fenced, 1) == 1)
+    cs_error ("%s %s: not sent: the write deadline of the volume lock has "
+              "passed (the lock may be lost): nothing is written any more",
+              op, key);
+  else
+    cs_debug ("%s %s: not sent: past the write deadline", op, key);
+  return -ENOLCK;
+}
+
+void
+objstore_set_fence (struct objstore *os, struct cs_fence *f)
+{
+  os->fence = f;
+  if (os->ops->set_fence)
+    os->ops->set_fence (os, f);
+}
+
+int
+objstore_sibling (struct objstore *os, struct objstore **out)
+{
+  *out = NULL;
+  if (os->ops->sibling == NULL)
+    return -ENOTSUP;
+  return os->ops->sibling (os, out);
 }
 
 int
@@ -39,6 +74,9 @@ objstore_put (struct objstore *os, const char *key,
   int r;
 
   COUNT (os, puts, 1);
+  r = objstore_fence_check (os, "put", key);
+  if (r < 0)
+    return counted (os, r, 0);
   r = os->ops->put (os, key, data, len, info);
   if (r == 0)
     COUNT (os, bytes_up, len);
@@ -53,6 +91,9 @@ objstore_put_if (struct objstore *os, const char *key,
   int r;
 
   COUNT (os, put_ifs, 1);
+  r = objstore_fence_check (os, "put-if", key);
+  if (r < 0)
+    return counted (os, r, 0);
   r = os->ops->put_if (os, key, data, len, if_match, info);
   if (r == 0)
     COUNT (os, bytes_up, len);
@@ -62,18 +103,28 @@ objstore_put_if (struct objstore *os, const char *key,
 int
 objstore_del (struct objstore *os, const char *key)
 {
+  int r;
+
   COUNT (os, dels, 1);
   COUNT (os, del_keys, 1);
+  r = objstore_fence_check (os, "delete", key);
+  if (r < 0)
+    return counted (os, r, 0);
   return counted (os, os->ops->del (os, key), 0);
 }
 
 int
 objstore_del_many (struct objstore *os, const char *const *keys, size_t n)
 {
+  int r;
+
   if (n == 0)
     return 0;
   COUNT (os, dels, 1);
   COUNT (os, del_keys, n);
+  r = objstore_fence_check (os, "delete-many", keys[0]);
+  if (r < 0)
+    return counted (os, r, 0);
   return counted (os, os->ops->del_many (os, keys, n), 0);
 }
 

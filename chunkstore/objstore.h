@@ -17,6 +17,10 @@
  *   -ETIMEDOUT  the outcome is unknown (a request that timed out after it
  *               may have reached the store): callers that care re-read;
  *   -EFBIG      get of an object larger than max_len;
+ *   -ENOLCK     not sent, or aborted: the store's write fence (fence.h)
+ *               is past its deadline or closed, so the volume lock may be
+ *               lost.  A mutating request aborted under way may still have
+ *               landed (its outcome is unknown, like -ETIMEDOUT);
  *   -EACCES     credentials refused;  -EIO and others: see the log.
  * A variant logs one clear line (operation, key, cause) for every failure
  * other than the expected -ENOENT / -EEXIST, so callers need not repeat it.
@@ -29,6 +33,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "fence.h"
 
 /* What a store says about an object after get / put / put_if. */
 struct objstore_info {
@@ -81,6 +86,17 @@ struct objstore_ops {
 
   /* Free everything.  os is invalid afterwards. */
   void (*close) (struct objstore *os);
+
+  /* Optional.  Open another handle on the same store and prefix with its
+   * own connection, for requests that must never queue behind data
+   * transfers (the lock's renewals).  It has no fence.
+   */
+  int (*sibling) (struct objstore *os, struct objstore **out);
+
+  /* Optional, for wrappers: pass a new fence on to the wrapped store.
+   * os->fence is already set when it is called.
+   */
+  void (*set_fence) (struct objstore *os, struct cs_fence *f);
 };
 
 /* Request counters, kept by the wrappers below for every variant. */
@@ -90,12 +106,15 @@ struct objstore_stats {
   uint64_t errors;
   uint64_t retries;             /* attempts repeated after a transient
                                    failure (kept by the variant) */
+  uint64_t fenced;              /* mutating requests refused or aborted by
+                                   the fence */
 };
 
 /* Every variant embeds this as its first member. */
 struct objstore {
   const struct objstore_ops *ops;
   struct objstore_stats stats;  /* updated atomically by the wrappers */
+  struct cs_fence *fence;       /* NULL: writes are not limited; not owned */
 };
 
 /* Wrappers: dispatch to the variant and count the request. */
@@ -113,6 +132,23 @@ extern int objstore_del_many (struct objstore *os,
 extern int objstore_list (struct objstore *os, const char *prefix,
                           objstore_list_fn fn, void *opaque);
 extern void objstore_close (struct objstore *os);
+
+/* Limit every later mutating request of os (and of the stores it wraps)
+ * by fence, which must outlive os.  Set it before requests start.
+ */
+extern void objstore_set_fence (struct objstore *os, struct cs_fence *f);
+
+/* A handle with its own connection (see objstore_ops.sibling); -ENOTSUP
+ * if the variant has none.
+ */
+extern int objstore_sibling (struct objstore *os, struct objstore **out);
+
+/* 0 if os may send a mutating request for key now; else -ENOLCK, counted
+ * and logged once per store (op and key named).  Variants call it again
+ * before every attempt.
+ */
+extern int objstore_fence_check (struct objstore *os, const char *op,
+                                 const char *key);
 
 /* A snapshot of the counters. */
 extern void objstore_get_stats (struct objstore *os,
@@ -142,6 +178,8 @@ enum objstore_fault_kind {
   FAULT_TRUNCATE,       /* get: return only the first half of the object */
   FAULT_IGNORE_CONDITIONS, /* put_if behaves as a plain put (a store that
                               accepts the headers and ignores them) */
+  FAULT_LAND_TIMEOUT,   /* put, put_if, del: pass the call, then answer
+                           -ETIMEDOUT (it landed, the reply was lost) */
 };
 extern int objstore_fault_wrap (struct objstore *inner, struct objstore **out);
 
