@@ -51,8 +51,27 @@
  * until uploads make some CLEAN: writers wait instead of growing memory.
  * Workers own one private copy buffer and one encode buffer each.
  *
+ * Readers fetch through read slots: a fixed number of (codec context,
+ * object buffer, chunk buffer) triples made at open and counted inside
+ * cache-size, so memory does not grow with the number of client threads.
+ * A reader that finds no chunk buffer without waiting for uploads (the
+ * cache is full of dirty data, e.g. while the store refuses writes) reads
+ * the chunk into its slot's own buffer and copies out, creating no entry:
+ * reads never wait behind uploads and keep working while writes fail.
+ *
  * Failed state (rule 6).  cache_fail makes every later write, zero and
  * flush fail and stops workers from starting uploads; reads still work.
+ * An upload refused or aborted by the lock's write fence (-ENOLCK) enters
+ * the failed state at once.  No entry is made valid for a write once the
+ * cache has failed (a recycled buffer would hold another chunk's bytes),
+ * and a flush or FUA write that finds the cache failed returns -EIO even
+ * if its own chunks were persisted: the lock may be lost, so nothing is
+ * promised any more.
+ *
+ * What the map says (rule 8) is kept by the chunk store: a chunk is
+ * "maybe present" from the moment its PUT is sent until a delete of it is
+ * confirmed, so a zero or trim after an upload with an unknown outcome
+ * always sends the delete.
  */
 #include <config.h>
 
@@ -138,13 +157,18 @@ struct cache {
   struct worker *workers;
   unsigned nworkers;
 
-  pthread_key_t tls;            /* per-thread codec context + scratch */
+  struct read_slot *slots;      /* all of them, nslots */
+  struct read_slot *free_slots; /* linked through next */
+  unsigned nslots;
   struct cache_stats st;
 };
 
-struct tls {
+/* A reader's private fetch state (see the top comment). */
+struct read_slot {
   struct codec_ctx *ctx;
-  struct cs_buf scratch;
+  struct cs_buf scratch;        /* the object, codec_bound bytes */
+  uint8_t *plain;               /* chunk_size bytes, for uncached reads */
+  struct read_slot *next;
 };
 
 static double
@@ -156,30 +180,26 @@ now (void)
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void
-tls_free (void *p)
+/* Take a read slot, waiting (lock dropped) for another reader's fetch to
+ * end if none is free.
+ */
+static struct read_slot *
+slot_get (struct cache *c)
 {
-  struct tls *t = p;
+  struct read_slot *s;
 
-  codec_ctx_free (t->ctx);
-  cs_buf_free (&t->scratch);
-  free (t);
+  while ((s = c->free_slots) == NULL)
+    pthread_cond_wait (&c->cond, &c->lock);
+  c->free_slots = s->next;
+  return s;
 }
 
-static struct tls *
-get_tls (struct cache *c)
+static void
+slot_put (struct cache *c, struct read_slot *s)
 {
-  struct tls *t = pthread_getspecific (c->tls);
-
-  if (t == NULL) {
-    t = calloc (1, sizeof *t);
-    if (t == NULL || (t->ctx = codec_ctx_new ()) == NULL) {
-      free (t);
-      return NULL;
-    }
-    pthread_setspecific (c->tls, t);
-  }
-  return t;
+  s->next = c->free_slots;
+  c->free_slots = s;
+  pthread_cond_broadcast (&c->cond);
 }
 
 /* --------------------------------------------------------------- checks */
@@ -419,7 +439,7 @@ evictable (struct cache *c)
  * until it is back.  Data already written stays dirty and is retried.
  */
 static int
-alloc_buffer (struct cache *c, uint8_t **out, bool *waited)
+alloc_buffer (struct cache *c, uint8_t **out, bool *waited, bool nowait)
 {
   struct entry *e;
   double t0 = 0;
@@ -433,6 +453,8 @@ alloc_buffer (struct cache *c, uint8_t **out, bool *waited)
       entry_free (c, e);
       continue;
     }
+    if (nowait)
+      return -EAGAIN;
     if (c->failed)
       return -EIO;
     if (!*waited) {
@@ -504,24 +526,39 @@ do_load (struct cache *c, struct entry *e, struct codec_ctx *ctx,
   return r;
 }
 
-/* Fetch in this thread, with its own codec context. */
+/* Fetch in this thread, through a read slot. */
 static int
 load_here (struct cache *c, struct entry *e)
 {
-  struct tls *t;
+  struct read_slot *s = slot_get (c);
+  int r;
 
+  r = do_load (c, e, s->ctx, &s->scratch);
+  slot_put (c, s);
+  return r;
+}
+
+/* A read of n bytes at off of chunk idx, which has no entry, when no
+ * buffer can be had without waiting for uploads: fetch it into a slot's
+ * own buffer and copy out, leaving the cache as it is.  Called with the
+ * lock held; drops it for the request.
+ */
+static int
+read_uncached (struct cache *c, uint64_t idx, uint32_t off, uint32_t n,
+               uint8_t *out)
+{
+  struct read_slot *s = slot_get (c);
+  int r;
+
+  c->st.misses++;
   pthread_mutex_unlock (&c->lock);
-  t = get_tls (c);
+  r = cs_chunk_read (c->v, s->ctx, idx, s->plain, &s->scratch);
+  if (r == 0)
+    memcpy (out, s->plain + off, n);
   pthread_mutex_lock (&c->lock);
-  if (t == NULL) {
-    e->loading = false;
-    free_buffer (c, e->loadbuf);
-    e->loadbuf = NULL;
-    e->load_err = -ENOMEM;
-    pthread_cond_broadcast (&c->cond);
-    return -ENOMEM;
-  }
-  return do_load (c, e, t->ctx, &t->scratch);
+  c->st.loads++;
+  slot_put (c, s);
+  return r;
 }
 
 static void
@@ -618,6 +655,13 @@ get_entry (struct cache *c, uint64_t idx, bool for_write, bool need_data,
   int r;
 
  again:
+  /* No write makes an entry valid, or changes one, once the cache has
+   * failed; every path below that drops the lock comes back here.
+   */
+  if (for_write && c->failed) {
+    free_buffer (c, buf);
+    return -EIO;
+  }
   e = lookup (c, idx);
   if (e && e->fetch_queued) {
     /* Queued for a worker: fetch it now rather than wait in line. */
@@ -668,9 +712,18 @@ get_entry (struct cache *c, uint64_t idx, bool for_write, bool need_data,
     return 0;
   }
 
-  /* From here we need a buffer: the chunk's content, or space to load it. */
+  /* From here we need a buffer: the chunk's content, or space to load it.
+   * A reader never waits for uploads to make room: -EAGAIN tells it to
+   * read around the cache (read_uncached).
+   */
   if (buf == NULL) {
-    r = alloc_buffer (c, &buf, &waited);
+    r = alloc_buffer (c, &buf, &waited, !for_write);
+    if (r == -EAGAIN && e == NULL) {
+      *entry = NULL;
+      return -EAGAIN;
+    }
+    if (r == -EAGAIN)                 /* an entry to load: wait after all */
+      r = alloc_buffer (c, &buf, &waited, false);
     if (r < 0)
       return r;
     if (waited)
@@ -740,6 +793,13 @@ wait_targets (struct cache *c, struct target *t, size_t n)
   c->flushers++;
   pthread_cond_broadcast (&c->work);
   for (;;) {
+    /* Failed first: once the lock may be lost nothing is promised, even
+     * for chunks whose upload ended before the fence.
+     */
+    if (c->failed) {
+      r = -EIO;
+      break;
+    }
     done = 0;
     for (i = 0; i < n; ++i) {
       if (t[i].e->persisted >= t[i].version)
@@ -749,10 +809,6 @@ wait_targets (struct cache *c, struct target *t, size_t n)
     }
     if (done == n || r < 0)
       break;
-    if (c->failed) {
-      r = -EIO;
-      break;
-    }
     pthread_cond_wait (&c->cond, &c->lock);
   }
   c->flushers--;
@@ -824,6 +880,12 @@ cache_pread (struct cache *c, void *buf, uint32_t count, uint64_t offset)
     struct entry *e;
 
     r = get_entry (c, idx, false, false, false, &e);
+    if (r == -EAGAIN) {
+      r = read_uncached (c, idx, off, n, out);
+      if (r < 0)
+        return r;
+      goto next;
+    }
     if (r < 0)
       return r;
     if (e == NULL || e->zero)
@@ -832,12 +894,34 @@ cache_pread (struct cache *c, void *buf, uint32_t count, uint64_t offset)
       memcpy (out, e->data + off, n);
     if (e)
       unpin (c, e);
+  next:
     out += n;
     offset += n;
     count -= n;
   }
   CHECK (c);
   return 0;
+}
+
+/* Would zeroing [offset, offset+count) need a chunk fetched from the
+ * store (a part of a chunk that has an object and is not cached)?
+ */
+static bool
+zero_needs_read (struct cache *c, uint32_t count, uint64_t offset)
+{
+  while (count > 0) {
+    uint64_t idx = offset >> c->v->chunk_shift;
+    uint32_t off = offset & (c->chunk_size - 1);
+    uint32_t n = c->chunk_size - off < count ? c->chunk_size - off : count;
+    bool whole = off == 0 && n >= chunk_bytes (c, idx);
+    struct entry *e = lookup (c, idx);
+
+    if (!whole && cs_map_test (c->v, idx) && !(e && e->valid))
+      return true;
+    offset += n;
+    count -= n;
+  }
+  return false;
 }
 
 /* Write buf (or zeroes, when buf is NULL) at offset.  Whole chunks that are
@@ -851,8 +935,6 @@ write_range (struct cache *c, const uint8_t *buf, uint32_t count,
   size_t nt = 0;
   int r = 0;
 
-  if (c->failed)
-    return -EIO;
   if (fua) {
     t = malloc (((count >> c->v->chunk_shift) + 2) * sizeof *t);
     if (t == NULL)
@@ -865,14 +947,35 @@ write_range (struct cache *c, const uint8_t *buf, uint32_t count,
     bool whole = off == 0 && n >= chunk_bytes (c, idx);
     struct entry *e;
 
+    /* Checked for every chunk: a load or a wait for memory in the one
+     * before dropped the lock, and the cache may have failed meanwhile.
+     */
+    if (c->failed) {
+      r = -EIO;
+      break;
+    }
+    if (buf == NULL && !whole) {
+      /* Part of a chunk that is known to be zeroes already: nothing to
+       * do, and no buffer to take.
+       */
+      e = lookup (c, idx);
+      if (e == NULL && !cs_map_test (c->v, idx))
+        goto next;
+      if (e && e->valid && e->zero) {
+        if (fua && e->on_dirty)
+          add_target (e, t, &nt);     /* its delete is still to come */
+        goto next;
+      }
+    }
     if (buf == NULL && whole) {
       e = lookup (c, idx);
       if (e && e->loading) {
         /* Let the fetch finish; then the entry is an ordinary one. */
         r = get_entry (c, idx, true, false, true, &e);
         if (r < 0)
-          return r;
+          break;
         unpin (c, e);
+        e = lookup (c, idx);
       }
       if (e == NULL && !cs_map_test (c->v, idx))
         goto next;              /* already no object, nothing cached */
@@ -930,14 +1033,21 @@ cache_pwrite (struct cache *c, const void *buf, uint32_t count,
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
   c->st.writes++;
   c->st.bytes_written += count;
+  if (c->failed)
+    return -EIO;
   return write_range (c, buf, count, offset, fua);
 }
 
 int
-cache_zero (struct cache *c, uint32_t count, uint64_t offset, bool fua)
+cache_zero (struct cache *c, uint32_t count, uint64_t offset, bool fua,
+            bool fast)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
   c->st.zeroes++;
+  if (c->failed)
+    return -EIO;
+  if (fast && zero_needs_read (c, count, offset))
+    return -EOPNOTSUPP;
   return write_range (c, NULL, count, offset, fua);
 }
 
@@ -1000,10 +1110,15 @@ pick (struct cache *c, double t, double *wake)
   return NULL;
 }
 
+static void fail_locked (struct cache *c, const char *reason);
+
 static void
 upload_done (struct cache *c, struct entry *e, uint64_t version, int r)
 {
   e->uploading = false;
+  if (r == -ENOLCK)
+    fail_locked (c, "an upload was refused or aborted: the write deadline "
+                 "of the volume lock passed");
   if (r == 0) {
     if (version > e->persisted)
       e->persisted = version;
@@ -1139,11 +1254,16 @@ cache_open (struct cs_volume *v, const struct cache_params *p,
    * chunks per worker and two more, or nothing can move: with a small
    * cache-size and large chunks, use fewer workers rather than more memory.
    */
+  /* Read slots likewise (one per two workers, at least one): their
+   * buffers were per client thread before, outside any bound.
+   */
   {
     uint64_t per_worker = c->chunk_size + codec_bound (c->chunk_size);
+    uint64_t per_slot = per_worker;
     unsigned w = p->workers ? p->workers : 1;
 
-    while (w > 1 && w * per_worker + (2ull * w + 2) * c->chunk_size >
+#define RESERVED(w) ((w) * per_worker + ((w) + 1) / 2 * per_slot)
+    while (w > 1 && RESERVED (w) + (2ull * w + 2) * c->chunk_size >
            p->cache_size)
       w--;
     if (w < p->workers)
@@ -1151,10 +1271,12 @@ cache_open (struct cs_volume *v, const struct cache_params *p,
                " with %" PRIu32 "-byte chunks (asked for %u)",
                w, p->cache_size, c->chunk_size, p->workers);
     c->p.workers = w;
-    c->limit = p->cache_size > w * per_worker
-      ? p->cache_size - w * per_worker : 0;
+    c->nslots = (w + 1) / 2;
+    c->limit = p->cache_size > RESERVED (w)
+      ? p->cache_size - RESERVED (w) : 0;
     if (c->limit < (2ull * w + 2) * c->chunk_size)
       c->limit = (2ull * w + 2) * c->chunk_size;
+#undef RESERVED
   }
   pthread_mutex_init (&c->lock, NULL);
   pthread_condattr_init (&attr);
@@ -1169,9 +1291,19 @@ cache_open (struct cs_volume *v, const struct cache_params *p,
   c->table = calloc (c->buckets, sizeof *c->table);
   c->nworkers = c->p.workers;
   c->workers = calloc (c->nworkers, sizeof *c->workers);
-  if (c->table == NULL || c->workers == NULL ||
-      pthread_key_create (&c->tls, tls_free) != 0)
+  c->slots = calloc (c->nslots, sizeof *c->slots);
+  if (c->table == NULL || c->workers == NULL || c->slots == NULL)
     goto nomem;
+  for (i = 0; i < c->nslots; ++i) {
+    struct read_slot *s = &c->slots[i];
+    s->ctx = codec_ctx_new ();
+    s->plain = malloc (c->chunk_size);
+    if (s->ctx == NULL || s->plain == NULL ||
+        cs_buf_reserve (&s->scratch, codec_bound (c->chunk_size)) < 0)
+      goto nomem;
+    s->next = c->free_slots;
+    c->free_slots = s;
+  }
   for (i = 0; i < c->nworkers; ++i) {
     struct worker *w = &c->workers[i];
     w->c = c;
@@ -1210,6 +1342,12 @@ void
 cache_fail (struct cache *c, const char *reason)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
+  fail_locked (c, reason);
+}
+
+static void
+fail_locked (struct cache *c, const char *reason)
+{
   if (!c->failed)
     cs_error ("volume is now read-only, every write and flush fails until "
               "restart: %s", reason);
@@ -1291,13 +1429,12 @@ cache_close (struct cache *c)
     cs_buf_free (&c->workers[i].enc);
     codec_ctx_free (c->workers[i].ctx);
   }
-  /* The calling thread's context; other threads' go with their exit. */
-  if (c->table) {
-    struct tls *t = pthread_getspecific (c->tls);
-    if (t)
-      tls_free (t);
-    pthread_key_delete (c->tls);
+  for (i = 0; c->slots && i < c->nslots; ++i) {
+    codec_ctx_free (c->slots[i].ctx);
+    cs_buf_free (&c->slots[i].scratch);
+    free (c->slots[i].plain);
   }
+  free (c->slots);
   free (c->workers);
   free (c->table);
   pthread_mutex_destroy (&c->lock);

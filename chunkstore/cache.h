@@ -52,10 +52,11 @@ extern int cache_pwrite (struct cache *c, const void *buf, uint32_t count,
                          uint64_t offset, bool fua);
 
 /* Zero a range (also used for trim): whole chunks lose their object,
- * partial chunks get zeroes written.
+ * partial chunks get zeroes written.  With fast, -EOPNOTSUPP (and nothing
+ * changed) when that would need a chunk fetched from the store first.
  */
 extern int cache_zero (struct cache *c, uint32_t count, uint64_t offset,
-                       bool fua);
+                       bool fua, bool fast);
 
 /* The barrier: returns when every write acknowledged before the call is
  * in the store, or -EIO if an upload it waits for failed (the data stays
@@ -71,8 +72,11 @@ extern bool cache_allocated (struct cache *c, uint64_t offset, uint64_t count,
                              uint64_t *len);
 
 /* Enter the sticky failed state: no further upload starts, every write,
- * zero and flush fails with -EIO, until the process restarts.  Used when
- * the volume lock may have been lost.  reason is logged.
+ * zero and flush (and a flush or FUA write already waiting) fails with
+ * -EIO, until the process restarts; reads keep working.  Used when the
+ * volume lock may have been lost; entered by the cache itself when the
+ * store refuses an upload because the lock's write deadline passed
+ * (-ENOLCK).  reason is logged.
  */
 extern void cache_fail (struct cache *c, const char *reason);
 extern bool cache_failed (struct cache *c);

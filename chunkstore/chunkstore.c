@@ -519,11 +519,16 @@ cs_chunk_write (struct cs_volume *v, struct codec_ctx *ctx, uint64_t idx,
   cs_chunk_key (idx, key, sizeof key);
   r = codec_encode (ctx, v->volume_id, idx, v->level, plain, v->chunk_size,
                     scratch);
-  if (r == 0)
-    r = objstore_put (v->os, key, scratch->data, scratch->len, NULL);
-  if (r == 0 && v->map)
+  if (r < 0)
+    return r;
+  /* Maybe present from the moment the PUT may be sent (rule 8): if its
+   * outcome is never known (a lost answer, then failures), a later zero or
+   * trim of the chunk must still delete it.  Only a confirmed delete
+   * clears the bit.
+   */
+  if (v->map)
     cs_map_set (v, idx, true);
-  return r;
+  return objstore_put (v->os, key, scratch->data, scratch->len, NULL);
 }
 
 int

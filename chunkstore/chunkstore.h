@@ -94,13 +94,17 @@ extern int cs_chunk_read (struct cs_volume *v, struct codec_ctx *ctx,
 
 /* Store chunk idx from plain (chunk_size bytes), replacing any object.
  * An all-zero chunk is stored as no object (deleted if the map says one
- * exists).  Updates the allocation map.
+ * exists).  The map marks the chunk present before the PUT is sent, and
+ * leaves it so whatever the outcome ("maybe present").
  */
 extern int cs_chunk_write (struct cs_volume *v, struct codec_ctx *ctx,
                            uint64_t idx, const void *plain,
                            struct cs_buf *scratch);
 
-/* Delete the objects of n chunks (batched); updates the map. */
+/* Delete the objects of n chunks (batched), skipping those the map says
+ * are surely absent; clears their map bits only when the delete is
+ * confirmed.
+ */
 extern int cs_chunk_delete_many (struct cs_volume *v, const uint64_t *idx,
                                  size_t n);
 

@@ -5,12 +5,29 @@
  *    alone: the object's last-modified time against the store's time in
  *    the same response, so a machine with a wrong clock can neither steal a
  *    live lock nor keep a dead one;
- *  - whether we may still hold ours is judged by the local monotonic clock
+ *  - whether we may still hold ours is judged by the local CLOCK_BOOTTIME
  *    from the moment the last successful renewal was SENT (the store stamps
  *    it later than that, so our view of the lease is never longer than
- *    theirs).  We fence ourselves one renewal period before the lease could
- *    run out, leaving that period for clock rate differences and for
- *    uploads already under way to end.
+ *    theirs).  CLOCK_BOOTTIME, unlike CLOCK_MONOTONIC, keeps counting while
+ *    the machine is suspended: after a suspend longer than the lease we know
+ *    at once that the lease ran out.  The write deadline (fence.h) is one
+ *    renewal period before the lease could run out; past it no request that
+ *    can change an object is sent or left running, and the watchdog fences.
+ *    That period, plus the taker's margin, is what is left for clock rate
+ *    differences and for bytes already on the wire.
+ *
+ * The fence (struct cs_fence) is the lock's and is moved only here: each
+ * successful write sets its deadline to sent + lease - lease/3, fencing
+ * closes it for good.  The plugin attaches it to the data store; the lock's
+ * own requests go through a store without it (its renewals are conditional
+ * on our own etag, so a late one cannot overwrite a taker's object).
+ *
+ * Release.  A clean stop does not delete the object (a delete is not
+ * conditional: between reading the object and deleting it, a taker could
+ * take the lock over, and we would delete ITS lock, letting a third
+ * instance in while it still writes).  It replaces our object, if it is
+ * still exactly ours (If-Match), by a "released" one that any starter may
+ * take at once, by the same conditional replace as a stale takeover.
  *
  * Threads.  lock_start runs two threads: the renewer does the store I/O,
  * the watchdog only watches the deadline, so a renewal stuck in a slow
@@ -36,6 +53,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "fence.h"
 #include "lock.h"
 #include "log.h"
 #include "params.h"
@@ -56,45 +74,54 @@ struct lock {
   bool renewer_started, watchdog_started;
   lock_fence_fn fence;
   void *opaque;
+  struct cs_fence wfence;       /* the write deadline, see fence.h */
 
   pthread_mutex_t mu;
-  pthread_cond_t cond;          /* on CLOCK_MONOTONIC */
+  pthread_cond_t cond;          /* on CLOCK_MONOTONIC, see wait_until */
   struct lock_holder me;        /* what we last tried to write */
   char etag[128];               /* of our object in the store */
-  struct timespec ok_sent;      /* when the last successful write was sent */
+  int64_t ok_sent;              /* CLOCK_BOOTTIME ns: when the last
+                                   successful write was sent */
   bool stopping, fenced;
   char why[512];
 };
 
 /* ---------------------------------------------------------------- clocks */
 
-static struct timespec
-mono_now (void)
+#define NS 1000000000LL
+
+/* Condition variables cannot wait on CLOCK_BOOTTIME, so waits are taken
+ * on CLOCK_MONOTONIC in steps of at most this much and the deadline is
+ * checked on CLOCK_BOOTTIME after each: a suspend delays a wake-up by at
+ * most one step.  (The requests check the fence themselves; this only
+ * bounds how late the watchdog notices.)
+ */
+#define WAIT_STEP_NS (NS / 5)
+
+/* Wait on l->cond (l->mu held) until CLOCK_BOOTTIME reaches `until`, or a
+ * signal, or one step.
+ */
+static void
+wait_until (struct lock *l, int64_t until)
 {
+  int64_t left = until - cs_boottime_ns ();
   struct timespec ts;
 
+  if (left <= 0)
+    return;
+  if (left > WAIT_STEP_NS)
+    left = WAIT_STEP_NS;
   clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts;
+  left += ts.tv_nsec;
+  ts.tv_sec += left / NS;
+  ts.tv_nsec = left % NS;
+  pthread_cond_timedwait (&l->cond, &l->mu, &ts);
 }
 
-static double
-ts_diff (struct timespec a, struct timespec b)
+static int64_t
+secs_ns (double secs)
 {
-  return (a.tv_sec - b.tv_sec) + (a.tv_nsec - b.tv_nsec) / 1e9;
-}
-
-static struct timespec
-ts_add (struct timespec t, double secs)
-{
-  long long ns = (long long) (secs * 1e9);
-
-  t.tv_sec += ns / 1000000000;
-  t.tv_nsec += ns % 1000000000;
-  if (t.tv_nsec >= 1000000000) {
-    t.tv_sec++;
-    t.tv_nsec -= 1000000000;
-  }
-  return t;
+  return (int64_t) (secs * NS);
 }
 
 /* ------------------------------------------------------------- the format */
@@ -148,10 +175,11 @@ lock_format (const struct lock_holder *h, char *buf, size_t len)
                     "renewed-at=%" PRId64 "\n"
                     "lease=%u\n"
                     "sequence=%" PRIu64 "\n"
-                    "version=%s\n",
+                    "version=%s\n"
+                    "%s",
                     LOCK_FORMAT_VERSION, h->owner, h->host, h->pid,
                     h->taken_at, h->renewed_at, h->lease, h->sequence,
-                    h->version);
+                    h->version, h->released ? "released=1\n" : "");
 
   if (n < 0 || (size_t) n >= len)
     return -ENAMETOOLONG;
@@ -167,7 +195,8 @@ lock_parse (const void *data, size_t len, struct lock_holder *h)
   char *line, *save = NULL;
   unsigned seen = 0;
   enum { F_OWNER = 1, F_HOST = 2, F_PID = 4, F_TAKEN = 8, F_RENEWED = 16,
-         F_LEASE = 32, F_SEQ = 64, F_VERSION = 128, F_ALL = 255 };
+         F_LEASE = 32, F_SEQ = 64, F_VERSION = 128, F_ALL = 255,
+         F_RELEASED = 256 /* optional */ };
   bool version_seen = false;
 
   memset (h, 0, sizeof *h);
@@ -247,6 +276,12 @@ lock_parse (const void *data, size_t len, struct lock_holder *h)
         BADLOCK ("read %s: bad sequence", LOCK_KEY);
       h->sequence = u;
     }
+    else if (strcmp (k, "released") == 0) {
+      bit = F_RELEASED;
+      if (strcmp (val, "1") != 0)
+        BADLOCK ("read %s: bad released", LOCK_KEY);
+      h->released = true;
+    }
     else if (strcmp (k, "version") == 0) {
       bit = F_VERSION;
       if (!safe_string (val, sizeof h->version))
@@ -260,7 +295,7 @@ lock_parse (const void *data, size_t len, struct lock_holder *h)
       BADLOCK ("read %s: duplicate field %s", LOCK_KEY, k);
     seen |= bit;
   }
-  if (seen != F_ALL)
+  if ((seen & F_ALL) != F_ALL)
     BADLOCK ("read %s: lock object is missing fields (truncated?)", LOCK_KEY);
   return 0;
 }
@@ -278,8 +313,9 @@ lock_describe (const struct lock_holder *h, int64_t age, char *buf,
   if (age >= 0)
     snprintf (renewed, sizeof renewed, "%" PRId64 " s ago", age);
   snprintf (buf, len, "host %s (pid %" PRId64 ", s3chunk %s), taken at %s, "
-            "last renewed %s, lease %u s",
-            h->host, h->pid, h->version, since, renewed, h->lease);
+            "%s %s, lease %u s",
+            h->host, h->pid, h->version, since,
+            h->released ? "released" : "last renewed", renewed, h->lease);
 }
 
 /* ------------------------------------------------------------ store I/O */
@@ -295,14 +331,18 @@ age_of (const struct objstore_info *info)
   return info->date >= info->mtime ? info->date - info->mtime : 0;
 }
 
-/* Stale means not rewritten for longer than the lease.  Both times are
- * whole seconds rounded down, so age > lease means more than lease seconds
- * really passed.  Unknown age: never stale (only force takes it).
+/* Stale means not rewritten for longer than the lease plus a margin, by
+ * the store's clock.  Both times are whole seconds rounded down, so the
+ * real age may be up to a second less than age: the margin covers that,
+ * and age > lease + LOCK_TAKE_MARGIN means at least lease seconds really
+ * passed since the store stamped the holder's last renewal, which it sent
+ * earlier still.  The holder stopped writing lease/3 before that (its
+ * write deadline).  Unknown age: never stale (only force takes it).
  */
 static bool
 is_stale (int64_t age, unsigned lease)
 {
-  return age >= 0 && age > (int64_t) lease;
+  return age >= 0 && age > (int64_t) lease + LOCK_TAKE_MARGIN;
 }
 
 /* Get the lock object.  *valid tells whether it parsed (errors other than
@@ -343,8 +383,8 @@ lock_read (struct objstore *os, struct lock_holder *h, int64_t *age,
   if (!valid)
     return -EIO;
   *age = age_of (&info);
-  *fresh = !is_stale (*age, h->lease);
-  return 0;
+  *fresh = !h->released && !is_stale (*age, h->lease);
+  return h->released ? -ENOENT : 0;
 }
 
 /* ------------------------------------------------------------ the probe */
@@ -444,6 +484,8 @@ init_lock (struct objstore *os, const struct lock_params *p,
   l->os = os;
   l->period = p->lease / 3.0;
   l->fence_after = p->lease - l->period;
+  /* Not ours yet: nothing may be written until the lock is taken. */
+  cs_fence_init (&l->wfence, 1);
   pthread_mutex_init (&l->mu, NULL);
   pthread_condattr_init (&ca);
   pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
@@ -489,7 +531,7 @@ write_ours (struct lock *l, const char *if_match, struct lock_holder *seen,
   struct lock_holder h;
   struct objstore_info info;
   struct cs_buf b = CS_BUF_INIT;
-  struct timespec sent;
+  int64_t sent;
   char text[LOCK_MAX_SIZE];
   int n, r;
 
@@ -503,7 +545,7 @@ write_ours (struct lock *l, const char *if_match, struct lock_holder *seen,
   n = lock_format (&h, text, sizeof text);
   if (n < 0)
     return n;
-  sent = mono_now ();
+  sent = cs_boottime_ns ();
   r = objstore_put_if (l->os, LOCK_KEY, text, n, if_match, &info);
   if (r == 0)
     goto ours;
@@ -523,7 +565,8 @@ write_ours (struct lock *l, const char *if_match, struct lock_holder *seen,
     cs_buf_free (&b);
     return r;
   }
-  if (!*valid || strcmp (seen->owner, h.owner) != 0) {
+  if (!*valid || strcmp (seen->owner, h.owner) != 0 ||
+      (seen->released && !h.released)) {
     cs_buf_free (&b);
     return -EEXIST;
   }
@@ -545,8 +588,11 @@ write_ours (struct lock *l, const char *if_match, struct lock_holder *seen,
  ours:
   pthread_mutex_lock (&l->mu);
   memcpy (l->etag, info.etag, sizeof l->etag);
-  if (ts_diff (sent, l->ok_sent) > 0)
+  if (sent > l->ok_sent)
     l->ok_sent = sent;
+  /* A released object of ours holds no lease: it moves no deadline. */
+  if (!h.released && !l->fenced)
+    cs_fence_set (&l->wfence, l->ok_sent + secs_ns (l->fence_after));
   pthread_cond_broadcast (&l->cond);
   pthread_mutex_unlock (&l->mu);
   return 0;
@@ -602,8 +648,9 @@ lock_acquire (struct objstore *os, const struct lock_params *p,
     if (r != -EEXIST)
       goto fail;
 
-    /* Someone else's object: fresh, stale, or we are forced. */
-    stale = is_stale (age, valid ? seen.lease : p->lease);
+    /* Someone else's object: released, fresh, stale, or we are forced. */
+    stale = (valid && seen.released) ||
+      is_stale (age, valid ? seen.lease : p->lease);
     if (!stale && !p->force) {
       r = refuse (&seen, valid, age, p->lease);
       goto fail;
@@ -621,8 +668,11 @@ lock_acquire (struct objstore *os, const struct lock_params *p,
 
     r = write_ours (l, etag, &seen, &valid, &age, cur);
     if (r == 0) {
-      cs_warn ("lock: took over the %s lock of %s", stale ? "stale" :
-               "FRESH (force-unlock=true)", desc);
+      if (valid && seen.released)
+        cs_debug ("lock: took the lock released by %s", desc);
+      else
+        cs_warn ("lock: took over the %s lock of %s", stale ? "stale" :
+                 "FRESH (force-unlock=true)", desc);
       break;
     }
     if (r == -EEXIST) {
@@ -662,6 +712,8 @@ do_fence (struct lock *l, const char *reason)
     return;
   }
   l->fenced = true;
+  /* First of all: no request starts, and transfers under way abort. */
+  cs_fence_close (&l->wfence);
   snprintf (l->why, sizeof l->why, "%s", reason);
   memcpy (why, l->why, sizeof why);
   pthread_cond_broadcast (&l->cond);
@@ -670,6 +722,12 @@ do_fence (struct lock *l, const char *reason)
   cs_error ("lock: the volume lock is lost: %s", why);
   if (l->fence)
     l->fence (l->opaque, why);
+}
+
+struct cs_fence *
+lock_fence (struct lock *l)
+{
+  return &l->wfence;
 }
 
 bool
@@ -709,7 +767,13 @@ lock_renew (struct lock *l)
               "instance started with force-unlock=true and stopped)");
     return -ENOLCK;
   case -EEXIST:
-    if (valid) {
+    if (valid && seen.released) {
+      lock_describe (&seen, age, desc, sizeof desc);
+      snprintf (why, sizeof why, "the lock was broken and released by "
+                "another process (s3chunk unlock, or an instance started "
+                "with force-unlock=true and stopped): %s", desc);
+    }
+    else if (valid) {
       lock_describe (&seen, age, desc, sizeof desc);
       snprintf (why, sizeof why, "another instance took the volume over: "
                 "%s", desc);
@@ -731,27 +795,26 @@ static void *
 renewer_thread (void *arg)
 {
   struct lock *l = arg;
-  struct timespec next;
+  int64_t next;
 
   pthread_mutex_lock (&l->mu);
-  next = ts_add (l->ok_sent, l->period);
+  next = l->ok_sent + secs_ns (l->period);
   while (!l->stopping && !l->fenced) {
-    struct timespec now = mono_now ();
     int r;
 
-    if (ts_diff (next, now) > 0) {
-      pthread_cond_timedwait (&l->cond, &l->mu, &next);
+    if (next > cs_boottime_ns ()) {
+      wait_until (l, next);
       continue;
     }
     pthread_mutex_unlock (&l->mu);
     r = lock_renew (l);
     pthread_mutex_lock (&l->mu);
     if (r == 0)
-      next = ts_add (l->ok_sent, l->period);
+      next = l->ok_sent + secs_ns (l->period);
     else {
       /* Try again soon, a few times before the watchdog fences. */
       double retry = l->period / 4 < 0.25 ? 0.25 : l->period / 4;
-      next = ts_add (mono_now (), r == -EAGAIN ? 0 : retry);
+      next = cs_boottime_ns () + (r == -EAGAIN ? 0 : secs_ns (retry));
     }
   }
   pthread_mutex_unlock (&l->mu);
@@ -765,8 +828,8 @@ watchdog_thread (void *arg)
 
   pthread_mutex_lock (&l->mu);
   while (!l->stopping && !l->fenced) {
-    struct timespec deadline = ts_add (l->ok_sent, l->fence_after);
-    double late = ts_diff (mono_now (), l->ok_sent);
+    int64_t deadline = l->ok_sent + secs_ns (l->fence_after);
+    double late = (cs_boottime_ns () - l->ok_sent) / (double) NS;
 
     if (late >= l->fence_after) {
       char why[256];
@@ -779,7 +842,7 @@ watchdog_thread (void *arg)
       pthread_mutex_lock (&l->mu);
       break;
     }
-    pthread_cond_timedwait (&l->cond, &l->mu, &deadline);
+    wait_until (l, deadline);
   }
   pthread_mutex_unlock (&l->mu);
   return NULL;
@@ -842,35 +905,72 @@ int
 lock_release (struct lock *l)
 {
   struct lock_holder seen;
-  struct objstore_info info;
-  struct cs_buf b = CS_BUF_INIT;
+  char etag[128], seen_etag[128];
   bool valid;
+  int64_t age;
   int r;
 
   if (l == NULL)
     return 0;
   lock_stop (l);
 
-  /* Delete only our own object.  There is no conditional delete: someone
-   * could take the lock between this read and the delete only by force,
-   * and then the delete makes them fence themselves, never write blind.
+  /* Whatever the plugin had under way was joined before this
+   * (cache_close).  The fence closes once the released object is written:
+   * the lock may share the data store when the store has no sibling.
    */
+  pthread_mutex_lock (&l->mu);
+  memcpy (etag, l->etag, sizeof etag);
+  l->me.released = true;
+  pthread_mutex_unlock (&l->mu);
+
+  /* Replace our object by a released one only if it is still exactly ours
+   * (see the top comment for why there is no delete).
+   */
+  r = write_ours (l, etag, &seen, &valid, &age, seen_etag);
+  if (r == 0)
+    cs_debug ("lock: released");
+  else if (r == -EEXIST || r == -ENOENT) {
+    cs_warn ("lock: not releasing the lock object: it is not ours any more");
+    r = 0;
+  }
+  else if (r == -EAGAIN) {
+    /* An older write of ours is there: settle on it once more. */
+    pthread_mutex_lock (&l->mu);
+    memcpy (etag, l->etag, sizeof etag);
+    pthread_mutex_unlock (&l->mu);
+    r = write_ours (l, etag, &seen, &valid, &age, seen_etag);
+    if (r == -EEXIST || r == -ENOENT)
+      r = 0;
+  }
+  cs_fence_close (&l->wfence);
+  if (r < 0)
+    cs_warn ("lock: could not release the lock object (%s): the next start "
+             "waits until its lease has run out", strerror (-r));
+  free_lock (l);
+  return r;
+}
+
+int
+lock_release_delete (struct lock *l)
+{
+  struct lock_holder seen;
+  struct objstore_info info;
+  struct cs_buf b = CS_BUF_INIT;
+  bool valid;
+  int r;
+
+  lock_stop (l);
+  cs_fence_close (&l->wfence);
   r = read_lock (l->os, &b, &info, &seen, &valid);
   cs_buf_free (&b);
   if (r == -ENOENT)
     r = 0;
-  else if (r == 0 && valid && strcmp (seen.owner, l->me.owner) == 0) {
+  else if (r == 0 && valid && strcmp (seen.owner, l->me.owner) == 0)
     r = objstore_del (l->os, LOCK_KEY);
-    if (r == 0)
-      cs_debug ("lock: released");
-  }
   else if (r == 0) {
     cs_warn ("lock: not deleting the lock object: it is not ours any more");
     r = 0;
   }
-  if (r < 0)
-    cs_warn ("lock: could not delete the lock object (%s): the next start "
-             "waits until its lease has run out", strerror (-r));
   free_lock (l);
   return r;
 }

@@ -26,6 +26,10 @@
 #define LOCK_FORMAT_VERSION 1
 #define LOCK_MIN_LEASE 1                /* seconds; the plugin asks for 3 */
 #define LOCK_MAX_LEASE 86400
+/* Seconds a taker waits, by the store's clock, beyond the holder's lease
+ * (see is_stale in lock.c).
+ */
+#define LOCK_TAKE_MARGIN 1
 
 struct lock_params {
   unsigned lease;               /* seconds without renewal before a lock
@@ -43,6 +47,7 @@ struct lock_holder {
   unsigned lease;
   uint64_t sequence;            /* bumped by every write of the holder */
   char version[64];
+  bool released;                /* a clean stop gave it back: free to take */
 };
 
 /* Called once, from a lock thread, when the lock may be lost.  reason is
@@ -80,6 +85,14 @@ extern int lock_start (struct lock *l, lock_fence_fn fence, void *opaque);
  */
 extern int lock_renew (struct lock *l);
 
+/* The lock's write fence (fence.h): give it to the store the volume is
+ * written through (objstore_set_fence).  Its deadline is the last
+ * successful renewal's send time + lease - lease/3 (CLOCK_BOOTTIME);
+ * fencing, a lost lock and lock_release close it.  Before the lock is
+ * taken its deadline is in the past.
+ */
+extern struct cs_fence *lock_fence (struct lock *l);
+
 /* True once fenced; the reason is copied to why if why is not NULL. */
 extern bool lock_fenced (struct lock *l, char *why, size_t len);
 
@@ -88,13 +101,25 @@ extern bool lock_fenced (struct lock *l, char *why, size_t len);
  */
 extern void lock_stop (struct lock *l);
 
-/* Stop the threads, delete the lock object if it is still ours (same
- * owner id; never someone else's), and free.  0, or -errno if the delete
- * failed (the lock then runs out by itself after its lease).
+/* Stop the threads, close the fence, replace the lock object by a
+ * "released" one if it is still exactly ours (a conditional replace of our
+ * own etag; never someone else's, and never a delete, which could delete a
+ * taker's lock), and free.  A released lock is taken at once by the next
+ * starter.  0, or -errno if that write failed (the lock then runs out by
+ * itself after its lease).  Call it only once nothing writes through the
+ * fence any more.
  */
 extern int lock_release (struct lock *l);
 
-/* Read the lock object without taking it.  -ENOENT if there is none.
+/* For "s3chunk destroy" only, once the volume's other objects are gone:
+ * as lock_release, but delete the object if it is still ours.  (A delete
+ * after a read could remove a lock taken meanwhile; with the volume gone
+ * and the superblock deleted next, there is nothing left to write.)
+ */
+extern int lock_release_delete (struct lock *l);
+
+/* Read the lock object without taking it.  -ENOENT if there is none or
+ * it was released (h then describes the last holder).
  * *age is how long ago it was last written by the store's clock (-1 if the
  * store did not say); *fresh whether that is within the holder's lease.
  * -EIO if the object is not a valid lock (logged).

@@ -71,7 +71,13 @@ static struct cache *cache;
  * page).  Taken in .get_ready before the volume is opened, so that even
  * creating or growing the superblock happens under it; renewed by threads
  * started in .after_fork; a lost lock puts the cache into its sticky
- * failed state; deleted by .cleanup after the last flush.
+ * failed state; released by .cleanup once the cache has stopped.
+ *
+ * The lock's fence is attached to the store the volume is written
+ * through: no chunk or superblock request is sent, or left running, past
+ * the lock's write deadline (chunkstore/fence.h).  The lock itself talks
+ * to the store through a sibling handle with its own connection
+ * (lock_store), so its renewals never queue behind data transfers.
  */
 
 /* 60 s: renewals every 20 s cost three small PUTs a minute; a store that
@@ -90,6 +96,7 @@ static struct {
 } lockcfg = { .lease = DEFAULT_LEASE };
 
 static struct lock *vlock;
+static struct objstore *lock_store;     /* == store if no sibling */
 static bool exit_hooks;         /* release_at_exit registered */
 static bool forked;             /* we are the parent of a fork */
 
@@ -323,8 +330,21 @@ volume_lock_take (void)
 
   if (lock_probe (store) < 0)
     return -1;
-  if (lock_acquire (store, &lp, &vlock) < 0)
+  r = objstore_sibling (store, &lock_store);
+  if (r == -ENOTSUP)
+    lock_store = store;
+  else if (r < 0) {
+    nbdkit_error ("lock: cannot open a connection of its own to the store: "
+                  "%s", strerror (-r));
     return -1;
+  }
+  if (lock_acquire (lock_store, &lp, &vlock) < 0) {
+    if (lock_store != store)
+      objstore_close (lock_store);
+    lock_store = NULL;
+    return -1;
+  }
+  objstore_set_fence (store, lock_fence (vlock));
   if (!exit_hooks) {
     pthread_atfork (NULL, forked_parent, NULL);
     atexit (release_at_exit);
@@ -339,6 +359,9 @@ volume_lock_drop (void)
 {
   lock_release (vlock);
   vlock = NULL;
+  if (lock_store && lock_store != store)
+    objstore_close (lock_store);
+  lock_store = NULL;
 }
 
 /* nbdkit can fail after .get_ready and before .after_fork (a socket that
@@ -687,10 +710,10 @@ s3chunk_cleanup (void)
 {
   status_end ();
   if (cache) {
-    /* The last flush runs while the lock is still renewed, so losing it
-     * stops the flush.  After lock_stop nothing renews it: an upload from
-     * then on could outlive the lease, so what is still dirty is given up
-     * instead of written unlocked.
+    /* Everything, including the workers' last uploads, ends while the
+     * lock is still renewed; a lost lock stops it (the fence).  Only then
+     * is the lock given back: stopping the renewals first would leave
+     * uploads running against a lease nobody renews.
      */
     if (vlock) {
       int tries;
@@ -698,17 +721,15 @@ s3chunk_cleanup (void)
       for (tries = 0; tries < 3; ++tries)
         if (cache_flush (cache) == 0 || cache_failed (cache))
           break;
-      lock_stop (vlock);
       if (tries == 3)
-        cache_fail (cache, "shutdown: the last flush failed and the volume "
-                    "lock is no longer renewed");
+        cache_fail (cache, "shutdown: the last flush failed three times");
     }
     print_status ("exit");
     if (cache_close (cache) < 0)
       nbdkit_error ("shutdown: some data could not be stored (see above)");
     cache = NULL;
   }
-  /* After the last flush: delete the lock (only if it is still ours). */
+  /* The workers are joined: release the lock (only if it is still ours). */
   volume_lock_drop ();
   cs_volume_close (volume);
   volume = NULL;
@@ -783,7 +804,10 @@ s3chunk_can_trim (void *handle)
 }
 
 /* Zeroing is never slower than writing zeroes: whole chunks become "no
- * object", parts are a memset in the cache.  So fast zero is honest.
+ * object", parts of cached or never-stored chunks are a memset in the
+ * cache.  The one slow case, part of a stored chunk that is not cached
+ * (it must be fetched first), refuses a fast zero with ENOTSUP
+ * (cache_zero), as the NBD protocol asks.
  */
 static int
 s3chunk_can_zero (void *handle)
@@ -848,7 +872,14 @@ s3chunk_pwrite (void *handle, const void *buf, uint32_t count,
 static int
 s3chunk_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  int r = cache_zero (cache, count, offset, flags & NBDKIT_FLAG_FUA);
+  int r = cache_zero (cache, count, offset, flags & NBDKIT_FLAG_FUA,
+                      flags & NBDKIT_FLAG_FAST_ZERO);
+
+  if (r == -EOPNOTSUPP) {
+    /* Fast zero refused: the client writes zeroes itself, or not. */
+    nbdkit_set_error (ENOTSUP);
+    return -1;
+  }
   return r < 0 ? fail (r) : 0;
 }
 

@@ -472,7 +472,13 @@ one_op (struct thread *t, bool shared)
     break;
 
   case OP_ZERO:
-    if (nbd_zero (t->h, len, offset, flags) == -1) {
+    if (nbd_zero (t->h, len, offset, flags) == -1 &&
+        !((flags & LIBNBD_CMD_FLAG_FAST_ZERO) && nbd_get_errno () == ENOTSUP &&
+          nbd_zero (t->h, len, offset,
+                    flags & ~LIBNBD_CMD_FLAG_FAST_ZERO) != -1)) {
+      /* A fast zero may be refused with ENOTSUP (the NBD protocol): then
+       * a client zeroes the slow way, as done here.
+       */
       fail_nbd (t, "zero", offset, len);
       return false;
     }

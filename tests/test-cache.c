@@ -98,7 +98,7 @@ random_ops (unsigned n)
     switch (rnd () % 8) {
     case 0:
       memset (shadow + off, 0, len);
-      CHECK_EQ (cache_zero (cache, len, off, rnd () % 2), 0);
+      CHECK_EQ (cache_zero (cache, len, off, rnd () % 2, false), 0);
       break;
     case 1:
       CHECK_EQ (cache_flush (cache), 0);
@@ -144,7 +144,7 @@ test_no_get_for_holes (void)
   start (16 << 20, 2, 0);
   objstore_get_stats (inner, &s0);
   memset (shadow + 3 * CHUNK, 0, CHUNK);
-  CHECK_EQ (cache_zero (cache, CHUNK, 3 * CHUNK, false), 0);
+  CHECK_EQ (cache_zero (cache, CHUNK, 3 * CHUNK, false, false), 0);
   CHECK_EQ (cache_flush (cache), 0);
   CHECK_EQ (cache_pread (cache, buf, CHUNK, 3 * CHUNK), 0);
   CHECK (cs_is_zero (buf, CHUNK));
@@ -276,7 +276,7 @@ test_fua (void)
   CHECK_EQ (objstore_get (inner, key, 1 << 20, &b, NULL), 0);
   /* Zero with FUA of a whole chunk deletes its object before returning. */
   memset (shadow + 13 * CHUNK, 0, CHUNK);
-  CHECK_EQ (cache_zero (cache, CHUNK, 13 * CHUNK, true), 0);
+  CHECK_EQ (cache_zero (cache, CHUNK, 13 * CHUNK, true, false), 0);
   CHECK_EQ (objstore_get (inner, key, 1 << 20, &b, NULL), -ENOENT);
   cs_buf_free (&b);
   CHECK_EQ (stop (), 0);
@@ -294,7 +294,7 @@ test_zero_deletes (void)
   write_shadow (20 * CHUNK, 4 * CHUNK, false);
   CHECK_EQ (cache_flush (cache), 0);
   memset (shadow + 20 * CHUNK + 100, 0, 3 * CHUNK);
-  CHECK_EQ (cache_zero (cache, 3 * CHUNK, 20 * CHUNK + 100, false), 0);
+  CHECK_EQ (cache_zero (cache, 3 * CHUNK, 20 * CHUNK + 100, false, false), 0);
   CHECK_EQ (cache_flush (cache), 0);
   cs_chunk_key (21, key, sizeof key);
   CHECK_EQ (objstore_get (inner, key, 1 << 20, &b, NULL), -ENOENT);
@@ -348,8 +348,8 @@ test_zero_twice (void)
 {
   start (16 << 20, 2, 3600);
   memset (shadow + 40 * CHUNK, 0, SIZE - 40 * CHUNK);
-  CHECK_EQ (cache_zero (cache, 4096, 40 * CHUNK, false), 0);
-  CHECK_EQ (cache_zero (cache, SIZE - 40 * CHUNK, 40 * CHUNK, false), 0);
+  CHECK_EQ (cache_zero (cache, 4096, 40 * CHUNK, false, false), 0);
+  CHECK_EQ (cache_zero (cache, SIZE - 40 * CHUNK, 40 * CHUNK, false, false), 0);
   CHECK_EQ (cache_flush (cache), 0);
   CHECK_EQ (stop (), 0);
   verify_store ("zero twice");
@@ -432,7 +432,7 @@ test_failed_state (void)
   cache_fail (cache, "test");
   CHECK (cache_failed (cache));
   CHECK_EQ (cache_pwrite (cache, "y", 1, 0, false), -EIO);
-  CHECK_EQ (cache_zero (cache, 1, 0, false), -EIO);
+  CHECK_EQ (cache_zero (cache, 1, 0, false, false), -EIO);
   CHECK_EQ (cache_flush (cache), -EIO);
   CHECK_EQ (cache_pread (cache, buf, SIZE, 0), 0);
   CHECK (memcmp (buf, shadow, SIZE) == 0);
@@ -591,6 +591,225 @@ test_back_pressure_store_down (void)
   verify_store ("back-pressure with the store down");
 }
 
+
+/* Make chunk idx have no object (zeroed and flushed). */
+static void
+make_absent (uint64_t idx)
+{
+  memset (shadow + idx * CHUNK, 0, CHUNK);
+  CHECK_EQ (cache_zero (cache, CHUNK, idx * CHUNK, false, false), 0);
+  CHECK_EQ (cache_flush (cache), 0);
+}
+
+/* Rule 8: a PUT that landed although its answer was lost, then a trim of
+ * the chunk, must delete the object; otherwise a restart lists it again
+ * and the trimmed chunk reads its old bytes.  Chunk 50 has no object
+ * before, so the map says "absent" until the PUT is sent.
+ */
+static void
+test_ambiguous_put_then_trim (void)
+{
+  char key[32];
+
+  cs_chunk_key (50, key, sizeof key);
+  start (16 << 20, 2, 0);
+  make_absent (50);
+  CHECK_EQ (stop (), 0);
+  start (16 << 20, 2, 0);
+  CHECK (!cs_map_test (vol, 50));
+  objstore_fault_set (os, FAULT_OP_PUT, FAULT_LAND_TIMEOUT, 0, 0, 1);
+  objstore_fault_only_key (os, key);
+  write_shadow (50 * CHUNK, CHUNK, false);
+  /* The upload lands, answers -ETIMEDOUT; then every retry fails. */
+  for (int i = 0; i < 5000 && objstore_fault_count (os) < 1; ++i)
+    usleep (1000);
+  CHECK_EQ (objstore_fault_count (os), 1);
+  objstore_fault_set (os, FAULT_OP_PUT, FAULT_FAIL, -EIO, 0, UINT32_MAX);
+  objstore_fault_only_key (os, key);
+  CHECK_EQ (cache_flush (cache), -EIO);
+  memset (shadow + 50 * CHUNK, 0, CHUNK);
+  CHECK_EQ (cache_zero (cache, CHUNK, 50 * CHUNK, false, false), 0);
+  objstore_fault_set (os, 0, FAULT_NONE, 0, 0, 0);
+  {
+    int r = 0;
+    for (int k = 0; k < 3 && (r = cache_flush (cache)) != 0; ++k)
+      ;
+    CHECK_EQ (r, 0);
+  }
+  CHECK_EQ (stop (), 0);
+  verify_store ("an ambiguous put, then a trim");
+}
+
+/* Fill the cache with dirty chunks whose uploads fail, so that no buffer
+ * can be had (writers then fail with EIO).  Returns how many were written.
+ */
+static unsigned
+jam_cache (void)
+{
+  static uint8_t chunk[CHUNK];
+  unsigned i;
+  int r = 0;
+
+  objstore_fault_set (os, FAULT_OP_PUT, FAULT_FAIL, -EIO, 0, UINT32_MAX);
+  for (i = 0; i < 32; ++i) {
+    for (uint32_t j = 0; j < CHUNK; ++j)
+      chunk[j] = rnd ();
+    r = cache_pwrite (cache, chunk, CHUNK, (uint64_t) i * CHUNK, false);
+    if (r < 0)
+      break;
+    memcpy (shadow + (uint64_t) i * CHUNK, chunk, CHUNK);
+  }
+  CHECK_EQ (r, -EIO);
+  return i;
+}
+
+/* Reads keep working when the cache is full of dirty data that cannot
+ * be uploaded: a stored chunk that is not cached is read around the
+ * cache instead of failing with EIO (or waiting for uploads).
+ */
+static void
+test_read_when_jammed (void)
+{
+  unsigned n;
+
+  /* Chunks 40..47 get objects first. */
+  start (16 << 20, 2, 0);
+  write_shadow (40 * CHUNK, 8 * CHUNK, false);
+  CHECK_EQ (cache_flush (cache), 0);
+  CHECK_EQ (stop (), 0);
+
+  start (1, 2, 0);
+  n = jam_cache ();
+  CHECK (n < 40);
+  CHECK_EQ (cache_pread (cache, buf, 8 * CHUNK, 40 * CHUNK), 0);
+  CHECK (memcmp (buf, shadow + 40 * CHUNK, 8 * CHUNK) == 0);
+  CHECK_EQ (cache_pread (cache, buf, 100, 44 * CHUNK + 7), 0);
+  CHECK (memcmp (buf, shadow + 44 * CHUNK + 7, 100) == 0);
+  /* ... and in the failed state too. */
+  cache_fail (cache, "test");
+  CHECK_EQ (cache_pread (cache, buf, 3 * CHUNK, 41 * CHUNK + 5), 0);
+  CHECK (memcmp (buf, shadow + 41 * CHUNK + 5, 3 * CHUNK) == 0);
+  CHECK_EQ (cache_pread (cache, buf, (uint64_t) n * CHUNK, 0), 0);
+  CHECK (memcmp (buf, shadow, (uint64_t) n * CHUNK) == 0);
+  objstore_fault_set (os, 0, FAULT_NONE, 0, 0, 0);
+  CHECK_EQ (stop (), -EIO);               /* the failed state drops them */
+  /* Back in step with the store. */
+  start (16 << 20, 2, 0);
+  CHECK_EQ (cache_pread (cache, shadow, SIZE, 0), 0);
+  CHECK_EQ (stop (), 0);
+}
+
+/* A whole-chunk writer waiting for memory when the cache fails must not
+ * leave a recycled buffer (another chunk's bytes) as the chunk's content.
+ * The window is a race (an upload frees a buffer, cache_fail comes before
+ * the writer runs), so go round several times.
+ */
+struct chunk_writer {
+  pthread_t t;
+  uint64_t idx;
+  int r;
+};
+
+static void *
+chunk_writer_thread (void *arg)
+{
+  struct chunk_writer *w = arg;
+  static uint8_t data[CHUNK];
+
+  memset (data, 0xab, CHUNK);
+  w->r = cache_pwrite (cache, data, CHUNK, w->idx * CHUNK, false);
+  return NULL;
+}
+
+static void
+test_failed_writer_leaves_no_garbage (void)
+{
+  for (int round = 0; round < 12; ++round) {
+    struct chunk_writer w = { .idx = 60 };
+    unsigned i;
+
+    start (1, 1, 0);
+    /* Fill memory with dirty chunks whose uploads hang. */
+    objstore_fault_set (os, FAULT_OP_PUT, FAULT_STALL, 0, 0, UINT32_MAX);
+    for (i = 0; i < 4; ++i)
+      write_shadow ((uint64_t) (10 + i) * CHUNK, CHUNK, false);
+    wait_stalled (1);
+    pthread_create (&w.t, NULL, chunk_writer_thread, &w);
+    usleep (50 * 1000 + round * 5000);
+    /* An upload ends (a CLEAN, evictable entry), and the lock is lost. */
+    objstore_fault_release (os);
+    cache_fail (cache, "test");
+    pthread_join (w.t, NULL);
+    if (w.r == 0)
+      memset (shadow + 60 * CHUNK, 0xab, CHUNK);   /* written before */
+    CHECK_EQ (cache_pread (cache, buf, CHUNK, 60 * CHUNK), 0);
+    CHECK (memcmp (buf, shadow + 60 * CHUNK, CHUNK) == 0);
+    stop ();
+    /* Back in step with the store (the failed state dropped the rest). */
+    start (16 << 20, 2, 0);
+    CHECK_EQ (cache_pread (cache, shadow, SIZE, 0), 0);
+    CHECK_EQ (stop (), 0);
+  }
+}
+
+/* Fast zero is refused (nothing changed) only when it would need a fetch:
+ * part of a stored chunk that is not cached.
+ */
+static void
+test_fast_zero (void)
+{
+  start (16 << 20, 2, 0);
+  write_shadow (20 * CHUNK, 2 * CHUNK, false);
+  make_absent (30);
+  CHECK_EQ (cache_flush (cache), 0);
+  CHECK_EQ (stop (), 0);
+
+  start (16 << 20, 2, 0);
+  CHECK_EQ (cache_zero (cache, 100, 20 * CHUNK + 5, false, true),
+            -EOPNOTSUPP);
+  CHECK_EQ (cache_zero (cache, 2 * CHUNK, 20 * CHUNK + 5, false, true),
+            -EOPNOTSUPP);
+  /* Whole chunks, never-stored chunks: fast. */
+  memset (shadow + 21 * CHUNK, 0, CHUNK);
+  CHECK_EQ (cache_zero (cache, CHUNK, 21 * CHUNK, false, true), 0);
+  memset (shadow + 30 * CHUNK + 9, 0, 1000);
+  CHECK_EQ (cache_zero (cache, 1000, 30 * CHUNK + 9, false, true), 0);
+  /* Once cached, a partial zero is a memset. */
+  CHECK_EQ (cache_pread (cache, buf, 1, 20 * CHUNK), 0);
+  memset (shadow + 20 * CHUNK + 5, 0, 100);
+  CHECK_EQ (cache_zero (cache, 100, 20 * CHUNK + 5, false, true), 0);
+  CHECK_EQ (cache_pread (cache, buf, SIZE, 0), 0);
+  CHECK (memcmp (buf, shadow, SIZE) == 0);
+  CHECK_EQ (cache_flush (cache), 0);
+  CHECK_EQ (stop (), 0);
+  verify_store ("fast zero");
+}
+
+/* An upload the store refuses because the lock's write deadline passed
+ * (-ENOLCK) puts the cache in the failed state at once: the flush fails,
+ * no retry goes on for ever, reads work.
+ */
+static void
+test_fenced_upload_fails_cache (void)
+{
+  struct cs_fence fence;
+
+  start (16 << 20, 2, 0);
+  cs_fence_init (&fence, CS_FENCE_NONE);
+  objstore_set_fence (os, &fence);
+  write_shadow (33 * CHUNK, 10, false);
+  cs_fence_close (&fence);
+  CHECK_EQ (cache_flush (cache), -EIO);
+  CHECK (cache_failed (cache));
+  CHECK_EQ (cache_pwrite (cache, "x", 1, 0, false), -EIO);
+  CHECK_EQ (cache_pread (cache, buf, SIZE, 0), 0);
+  CHECK (memcmp (buf, shadow, SIZE) == 0);
+  CHECK_EQ (stop (), -EIO);
+  start (16 << 20, 2, 0);
+  CHECK_EQ (cache_pread (cache, shadow, SIZE, 0), 0);
+  CHECK_EQ (stop (), 0);
+}
+
 int
 main (void)
 {
@@ -611,6 +830,11 @@ main (void)
   test_concurrent ();
   test_back_pressure ();
   test_back_pressure_store_down ();
+  test_ambiguous_put_then_trim ();
+  test_read_when_jammed ();
+  test_failed_writer_leaves_no_garbage ();
+  test_fast_zero ();
+  test_fenced_upload_fails_cache ();
   unit_rmdir (dir);
   return unit_done ("test-cache");
 }

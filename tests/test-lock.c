@@ -171,6 +171,17 @@ exists (const char *key)
   return r == 0;
 }
 
+/* A lock object that holds the volume (not none, not a released one). */
+static bool
+held (void)
+{
+  struct lock_holder h;
+  int64_t age;
+  bool fresh;
+
+  return lock_read (os, &h, &age, &fresh) == 0;
+}
+
 static void
 put_foreign_lock (const char *owner)
 {
@@ -289,9 +300,9 @@ test_take_refuse_release (void)
   }
   CHECK (!lock_fenced (a, NULL, 0));
 
-  /* Release deletes it, and a new taker gets it at once. */
+  /* Release marks it released, and a new taker gets it at once. */
   CHECK_EQ (lock_release (a), 0);
-  CHECK (!exists (LOCK_KEY));
+  CHECK (!held ());
   CHECK_EQ (lock_acquire (os, &params, &b), 0);
   CHECK_EQ (lock_release (b), 0);
   close_stores ();
@@ -347,7 +358,7 @@ test_stale_takeover_and_fence (void)
   CHECK_EQ (lock_release (b), 0);
   CHECK (exists (LOCK_KEY));
   CHECK_EQ (lock_release (c), 0);
-  CHECK (!exists (LOCK_KEY));
+  CHECK (!held ());
   close_stores ();
 }
 
@@ -442,7 +453,7 @@ test_races (void)
   }
   CHECK_EQ (lock_renew (a), -ENOLCK);
   CHECK_EQ (lock_release (a), 0);
-  CHECK (!exists (LOCK_KEY));
+  CHECK (!held ());
   close_stores ();
 }
 
@@ -575,9 +586,9 @@ test_threads (void)
   CHECK (t <= 2.2);
   CHECK (fenced_because ("no renewal"));
   objstore_fault_set (faults, 0, FAULT_NONE, 0, 0, 0);
-  /* Our object is still there and ours: release deletes it. */
+  /* Our object is still there and ours: release releases it. */
   CHECK_EQ (lock_release (a), 0);
-  CHECK (!exists (LOCK_KEY));
+  CHECK (!held ());
 
   /* A renewal that hangs (a stalled request) does not delay the fence. */
   atomic_store (&a_fenced, 0);
@@ -664,14 +675,187 @@ test_break (void)
   clk->skew = 30;
   CHECK_EQ (lock_break (os, false), 0);         /* stale */
   clk->skew = 0;
-  CHECK (!exists (LOCK_KEY));
+  CHECK (!held ());
   CHECK_EQ (lock_renew (a), -ENOLCK);
   CHECK_EQ (lock_release (a), 0);
 
   CHECK_EQ (lock_acquire (os, &params, &a), 0);
   CHECK_EQ (lock_break (os, true), 0);          /* forced */
-  CHECK (!exists (LOCK_KEY));
+  CHECK (!held ());
   CHECK_EQ (lock_release (a), 0);
+  close_stores ();
+}
+
+
+/* The write fence: the deadline follows each renewal (sent + lease -
+ * lease/3), a data store that carries it refuses writes past it, and the
+ * fence closes when the lock is lost: a write stalled in the store and let
+ * go afterwards is refused by the store under it, never sent late.
+ */
+struct stalled_put {
+  pthread_t t;
+  struct objstore *os;
+  int r;
+};
+
+static void *
+stalled_put_thread (void *arg)
+{
+  struct stalled_put *sp = arg;
+
+  sp->r = objstore_put (sp->os, "chunks/0000000000000001", "late", 4, NULL);
+  return NULL;
+}
+
+static void
+test_fence (void)
+{
+  struct lock_params p = { .lease = 3, .version = "test" };
+  struct objstore *data_dir, *data;
+  struct stalled_put sp = { 0 };
+  struct cs_buf b = CS_BUF_INIT;
+  atomic_int a_fenced = 0;
+  struct lock *a = NULL;
+  int64_t d0, left;
+
+  open_stores ();
+  CHECK_EQ (objstore_dir_open (dir, false, &data_dir), 0);
+  CHECK_EQ (objstore_fault_wrap (data_dir, &data), 0);
+
+  CHECK_EQ (lock_acquire (os, &p, &a), 0);
+  objstore_set_fence (data, lock_fence (a));
+  left = cs_fence_left (lock_fence (a));
+  CHECK (left > 1900000000LL && left <= 2000000000LL);  /* 2 s */
+  CHECK_EQ (objstore_put (data, "chunks/0000000000000001", "ok", 2, NULL), 0);
+  d0 = cs_fence_deadline (lock_fence (a));
+  usleep (100 * 1000);
+  CHECK_EQ (lock_renew (a), 0);
+  CHECK (cs_fence_deadline (lock_fence (a)) > d0);      /* moved on */
+
+  /* A data write stalls in the fault layer; then renewals fail and the
+   * watchdog fences.  Let go after that, the write is refused below.
+   */
+  CHECK_EQ (lock_start (a, on_fence, &a_fenced), 0);
+  objstore_fault_set (data, FAULT_OP_PUT, FAULT_STALL, 0, 0, 1);
+  sp.os = data;
+  pthread_create (&sp.t, NULL, stalled_put_thread, &sp);
+  for (int i = 0; i < 5000 && objstore_fault_stalled (data) < 1; ++i)
+    usleep (1000);
+  CHECK_EQ (objstore_fault_stalled (data), 1);
+  objstore_fault_set (faults, FAULT_OP_PUT_IF, FAULT_FAIL, -EIO, 0,
+                      UINT32_MAX);
+  for (int i = 0; i < 500 && atomic_load (&a_fenced) == 0; ++i)
+    usleep (10000);
+  CHECK_EQ (atomic_load (&a_fenced), 1);
+  CHECK_EQ (cs_fence_deadline (lock_fence (a)), 0);    /* closed */
+  objstore_fault_release (data);
+  pthread_join (sp.t, NULL);
+  CHECK_EQ (sp.r, -ENOLCK);
+  CHECK_EQ (objstore_get (data, "chunks/0000000000000001", 100, &b, NULL), 0);
+  CHECK (b.len == 2 && memcmp (b.data, "ok", 2) == 0);
+  CHECK_EQ (objstore_put (data, "chunks/0000000000000001", "x", 1, NULL),
+            -ENOLCK);
+  CHECK_EQ (objstore_del (data, "chunks/0000000000000001"), -ENOLCK);
+  /* Reads are never fenced. */
+  CHECK_EQ (objstore_get (data, "chunks/0000000000000001", 100, &b, NULL), 0);
+  objstore_fault_set (faults, 0, FAULT_NONE, 0, 0, 0);
+  CHECK_EQ (lock_release (a), 0);
+  cs_buf_free (&b);
+  objstore_close (data);
+  close_stores ();
+}
+
+/* A suspend longer than the lease: CLOCK_BOOTTIME jumps, CLOCK_MONOTONIC
+ * does not.  The holder must know at once that its lease ran out: data
+ * writes are refused before the watchdog even runs, and it fences.
+ */
+static void
+test_suspend (void)
+{
+  struct lock_params p = { .lease = 3, .version = "test" };
+  struct objstore *data;
+  atomic_int a_fenced = 0;
+  struct lock *a = NULL;
+  static int64_t offset;
+
+  open_stores ();
+  CHECK_EQ (objstore_dir_open (dir, false, &data), 0);
+  CHECK_EQ (lock_acquire (os, &p, &a), 0);
+  objstore_set_fence (data, lock_fence (a));
+  CHECK_EQ (lock_start (a, on_fence, &a_fenced), 0);
+  CHECK_EQ (objstore_put (data, "chunks/0000000000000002", "a", 1, NULL), 0);
+
+  /* While "suspended" the store cannot be reached (a renewal would
+   * otherwise succeed at once on resume and hide the jump).
+   */
+  objstore_fault_set (faults, FAULT_OP_ALL, FAULT_FAIL, -EIO, 0, UINT32_MAX);
+  __atomic_store_n (&offset, 10LL * 1000000000, __ATOMIC_RELEASE);
+  cs_boottime_set_offset (&offset);
+  CHECK_EQ (objstore_put (data, "chunks/0000000000000002", "b", 1, NULL),
+            -ENOLCK);
+  for (int i = 0; i < 100 && atomic_load (&a_fenced) == 0; ++i)
+    usleep (10000);
+  CHECK_EQ (atomic_load (&a_fenced), 1);
+  CHECK (fenced_because ("no renewal"));
+  objstore_fault_set (faults, 0, FAULT_NONE, 0, 0, 0);
+  CHECK_EQ (lock_release (a), 0);
+  cs_boottime_set_offset (NULL);
+  objstore_close (data);
+  close_stores ();
+}
+
+/* Release never removes a lock that a taker took over meanwhile: here the
+ * release's write to the store is held until a stale takeover happened.
+ * (A delete after a read, as releases did, deletes the taker's lock.)
+ */
+struct releaser {
+  pthread_t t;
+  struct lock *l;
+  int r;
+};
+
+static void *
+release_thread (void *arg)
+{
+  struct releaser *rl = arg;
+
+  rl->r = lock_release (rl->l);
+  return NULL;
+}
+
+static void
+test_release_race (void)
+{
+  struct releaser rl = { 0 };
+  struct lock_holder h, hb;
+  struct lock *b = NULL;
+  int64_t age;
+  bool fresh;
+
+  open_stores ();
+  CHECK_EQ (lock_acquire (os, &params, &rl.l), 0);
+  objstore_fault_set (faults, FAULT_OP_PUT_IF | FAULT_OP_DEL, FAULT_STALL, 0,
+                      0, 1);
+  pthread_create (&rl.t, NULL, release_thread, &rl);
+  for (int i = 0; i < 5000 && objstore_fault_stalled (faults) < 1; ++i)
+    usleep (1000);
+  CHECK_EQ (objstore_fault_stalled (faults), 1);
+  /* The releaser is frozen past its lease: B takes the stale lock. */
+  clk->skew = 30;
+  CHECK_EQ (lock_acquire (os, &params, &b), 0);
+  clk->skew = 0;
+  CHECK_EQ (lock_read (os, &hb, &age, &fresh), 0);
+  objstore_fault_release (faults);
+  pthread_join (rl.t, NULL);
+  CHECK_EQ (rl.r, 0);
+  CHECK_EQ (lock_read (os, &h, &age, &fresh), 0);
+  CHECK (strcmp (h.owner, hb.owner) == 0);
+  CHECK (fresh);
+  CHECK_EQ (lock_renew (b), 0);
+  CHECK_EQ (lock_release (b), 0);
+  /* A released lock is taken at once, without waiting for a lease. */
+  CHECK_EQ (lock_acquire (os, &params, &b), 0);
+  CHECK_EQ (lock_release (b), 0);
   close_stores ();
 }
 
@@ -688,5 +872,8 @@ main (void)
   test_probe ();
   test_break ();
   test_threads ();
+  test_fence ();
+  test_suspend ();
+  test_release_race ();
   return unit_done ("test-lock");
 }

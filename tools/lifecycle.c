@@ -490,6 +490,7 @@ cmd_destroy (int argc, char **argv)
   };
   struct cs_volume *v = NULL;
   struct lock *l = NULL;
+  struct objstore *lock_os = NULL;
   struct lock_holder h;
   struct scan s = { 0 };
   int64_t age;
@@ -545,8 +546,19 @@ cmd_destroy (int argc, char **argv)
   /* Hold the lock, renewed, while deleting: no nbdkit starts on a half
    * deleted volume, and if someone takes the lock anyway we stop.
    */
-  if (lock_acquire (tool_os, &lp, &l) < 0)
+  /* The lock on a connection of its own; the deletes obey its fence. */
+  r = objstore_sibling (tool_os, &lock_os);
+  if (r == -ENOTSUP)
+    lock_os = NULL;
+  else if (r < 0) {
+    tool_error ("cannot open a second connection to the store: %s",
+                strerror (-r));
     goto out;
+  }
+  if (lock_acquire (lock_os ? lock_os : tool_os, &lp, &l) < 0)
+    goto out;
+  if (lock_os)
+    objstore_set_fence (tool_os, lock_fence (l));
   if (lock_start (l, fence_destroy, NULL) < 0)
     goto out;
 
@@ -615,7 +627,8 @@ cmd_destroy (int argc, char **argv)
   /* The lock, then the superblock last: until it goes, 'destroy' can be
    * run again to finish.
    */
-  r = lock_release (l);
+  objstore_set_fence (tool_os, NULL);
+  r = lock_release_delete (l);
   l = NULL;
   if (r < 0)
     tool_error ("warning: the lock object could not be removed");
@@ -636,8 +649,10 @@ cmd_destroy (int argc, char **argv)
   status = EXIT_OK;
 
  out:
+  objstore_set_fence (tool_os, NULL);
   if (l)
     lock_release (l);
+  objstore_close (lock_os);
   free (keys);
   free (keybuf);
   scan_free (&s);
