@@ -924,7 +924,8 @@ lock_release (struct lock *l)
   pthread_mutex_unlock (&l->mu);
 
   /* Replace our object by a released one only if it is still exactly ours
-   * (see the top comment for why there is no delete).
+   * (see the top comment for why there is no delete).  Also after a fence:
+   * the condition keeps a taker's object safe.
    */
   r = write_ours (l, etag, &seen, &valid, &age, seen_etag);
   if (r == 0)
