@@ -70,7 +70,7 @@
 #define MAX_OP (3 * CHUNK)              /* longest request */
 
 /* Default seeds, each run for the default rounds. */
-static const uint64_t default_seeds[] = { 1, 2, 3 };
+static const uint64_t default_seeds[] = { 1, 2, 5, 11 };
 
 static char *dir;
 static struct objstore *os;             /* the fault wrapper, owns its inner */
@@ -103,6 +103,7 @@ static pthread_mutex_t region_lock[NTHREADS];
 static uint64_t seed;
 static unsigned round_no;
 static unsigned ops_per_thread;
+static unsigned watchdog_limit;         /* seconds a round may take */
 static unsigned ops_done;               /* atomic */
 static bool fenced;                     /* atomic: cache_fail has returned */
 static bool threads_done;               /* atomic */
@@ -161,6 +162,11 @@ oplog_chunks (uint64_t first, uint64_t last, const char *fmt, ...)
 
 static unsigned failures;
 static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
+/* One wrong chunk fails many later checks: each chunk is reported once
+ * a round (all are counted).
+ */
+static bool reported[NCHUNKS];
+static unsigned printed, dumps, round_failures;
 
 /* A failure about chunk k (or none: UINT64_MAX). */
 static void __attribute__ ((format (printf, 2, 3)))
@@ -171,14 +177,22 @@ model_fail_chunk (uint64_t k, const char *fmt, ...)
 
   pthread_mutex_lock (&fail_lock);
   failures++;
-  if (failures <= 20) {
+  if (k != UINT64_MAX && reported[k]) {
+    pthread_mutex_unlock (&fail_lock);
+    return;
+  }
+  if (k != UINT64_MAX)
+    reported[k] = true;
+  round_failures++;
+  if (++printed <= 30) {
     fprintf (stderr, "FAIL seed=%" PRIu64 " round=%u: ", seed, round_no);
     va_start (ap, fmt);
     vfprintf (stderr, fmt, ap);
     va_end (ap);
     fprintf (stderr, "\n");
   }
-  if (failures == 1) {
+  /* The log with the first failure of a round, for the first few. */
+  if (round_failures == 1 && ++dumps <= 4) {
     pthread_mutex_lock (&oplog_lock);
     from = oplog_n > LOG_LINES ? oplog_n - LOG_LINES : 0;
     if (k != UINT64_MAX) {
@@ -306,7 +320,7 @@ gens_snapshot (uint64_t *g)
  */
 static void
 check_store (const char *what, const uint64_t *g, uint64_t first,
-             uint64_t last)
+             uint64_t last, bool final)
 {
   int r;
 
@@ -325,12 +339,20 @@ check_store (const char *what, const uint64_t *g, uint64_t first,
       if (r2 < 0)
         model_fail ("%s: reading chunk %" PRIu64 " from the store: %d",
                     what, k, r2);
-      else if (memcmp (check_buf, shadow + k * CHUNK, CHUNK) != 0)
+      else if (memcmp (check_buf, shadow + k * CHUNK, CHUNK) != 0) {
         model_fail_chunk (k, "%s returned 0, but the store's chunk %" PRIu64
-                    " (%s) is not what was acknowledged before it (%s)",
-                    what, k, describe (k, check_buf), cs_is_zero (check_buf, CHUNK) ? "zeroes" :
-                    cs_is_zero (shadow + k * CHUNK, CHUNK) ?
-                    "should be zeroes" : "data differs");
+                          " (%s) is not what was acknowledged before it "
+                          "(%s)", what, k, describe (k, check_buf),
+                          cs_is_zero (shadow + k * CHUNK, CHUNK) ?
+                          "should be zeroes" : "data differs");
+        /* At the end of a round, go on from what is there: the next
+         * rounds then report only new failures.
+         */
+        if (final) {
+          memcpy (shadow + k * CHUNK, check_buf, CHUNK);
+          hist_reset (k);
+        }
+      }
       else
         hist_reset (k);
     }
@@ -436,27 +458,56 @@ pick_range (struct thread *th, uint64_t *off, uint32_t *len)
   *len = n;
 }
 
-/* Read [off, off+len) of the cache, retrying while the store is failing
- * (a read that needs a buffer in a cache full of dirty chunks fails with
- * -EIO then).  Returns 0, or -EIO if the cache is failed and the range
- * cannot be read (not cached: an uncached piece was not changed).
+/* The piece [off, off+n) of one chunk as the store has it, once the
+ * uploads under way have ended.
  */
 static int
-read_back (struct thread *th, uint64_t off, uint32_t len)
+read_store_piece (uint64_t off, uint32_t n, uint8_t *out)
+{
+  struct cache_stats st;
+  int r;
+
+  for (int i = 0; i < 5000; ++i) {
+    cache_get_stats (cache, &st);
+    if (st.uploading == 0)
+      break;
+    usleep (1000);
+  }
+  pthread_mutex_lock (&check_lock);
+  r = cs_map_load (check_vol);
+  if (r == 0)
+    r = cs_chunk_read (check_vol, check_ctx, off / CHUNK, check_buf,
+                       &check_scratch);
+  if (r == 0)
+    memcpy (out, check_buf + off % CHUNK, n);
+  pthread_mutex_unlock (&check_lock);
+  return r;
+}
+
+/* Read the piece [off, off+n) of one chunk through the cache, retrying
+ * while the store is failing: a read that needs a buffer in a cache full
+ * of dirty chunks fails with -EIO then.  A failed cache stays full for
+ * good; its -EIO means the chunk is not in memory (a chunk a write changed
+ * is dirty, or was uploaded), so the store's copy is what the cache holds.
+ */
+static int
+read_back (struct thread *th, uint64_t off, uint32_t n)
 {
   int r = 0;
 
   for (int i = 0; i < 5000; ++i) {
-    r = cache_pread (cache, th->rbuf, len, off);
+    r = cache_pread (cache, th->rbuf, n, off);
     if (r == 0 || r != -EIO)
       break;
-    if (cache_failed (cache))
-      return -EIO;
+    if (cache_failed (cache)) {
+      r = read_store_piece (off, n, th->rbuf);
+      break;
+    }
     usleep (2000);
   }
   if (r < 0)
     model_fail ("t%u: read back %" PRIu64 "+%" PRIu32 " failed: %d",
-                th->id, off, len, r);
+                th->id, off, n, r);
   return r;
 }
 
@@ -490,7 +541,10 @@ resolve (struct thread *th, const char *what, uint64_t off, uint32_t len,
       else if (must_be_old && !old)
         model_fail_chunk (k, "t%u: %s %" PRIu64 "+%" PRIu32 " after "
                     "cache_fail changed chunk %" PRIu64, th->id, what, off, n, k);
-      if (!old) {
+      /* Garbage is reported, not adopted: the store still has the old
+       * bytes, and later reads show whether the cache keeps the garbage.
+       */
+      if (!old && new) {
         pthread_mutex_lock (&region_lock[th->id]);
         memcpy (shadow + off, th->rbuf, n);
         hist_add (k);
@@ -571,7 +625,8 @@ do_write (struct thread *th, bool zero)
   if (r == 0 && fua) {
     for (uint64_t k = first; k <= last; ++k)
       th->g[k] = chunks[k].gen;         /* ours: nobody else changes it */
-    check_store (zero ? "FUA zero" : "FUA write", th->g, first, last);
+    check_store (zero ? "FUA zero" : "FUA write", th->g, first, last,
+                 false);
   }
 }
 
@@ -592,7 +647,7 @@ do_flush (struct thread *th)
     model_fail ("t%u: flush returned %d", th->id, r);
   if (r == 0) {
     th->flush_ok++;
-    check_store ("flush", th->g, 0, NCHUNKS - 1);
+    check_store ("flush", th->g, 0, NCHUNKS - 1, false);
   }
 }
 
@@ -695,9 +750,9 @@ crnd (struct controller *ct, uint64_t n)
 static void
 fence (struct controller *ct)
 {
-  unsigned how = crnd (ct, 3);
+  unsigned how = crnd (ct, 4);
 
-  if (how == 1) {
+  if (how == 1 || how == 3) {
     objstore_fault_set (os, FAULT_OP_PUT | FAULT_OP_DEL, FAULT_STALL, 0, 0,
                         UINT32_MAX);
     msleep (10 + crnd (ct, 40));
@@ -741,7 +796,7 @@ controller_thread (void *arg)
     }
     msleep (crnd (ct, 30));
     ct->faults++;
-    switch (crnd (ct, 6)) {
+    switch (crnd (ct, 7)) {
     case 0:
       /* Failed uploads: retried later; flushes may fail meanwhile. */
       n = 1 + crnd (ct, 6);
@@ -758,9 +813,9 @@ controller_thread (void *arg)
       msleep (ms);
       objstore_fault_release (os);
       break;
-    case 2:
+    case 2: case 4:
       /* The PUT lands and its answer is lost: the outcome is unknown. */
-      n = 1 + crnd (ct, 3);
+      n = 1 + crnd (ct, 4);
       oplog_chunks (0, NCHUNKS - 1, "ctl: LAND_TIMEOUT the next %" PRIu32 " put, %ums", n, ms);
       objstore_fault_set (os, FAULT_OP_PUT, FAULT_LAND_TIMEOUT, 0,
                           crnd (ct, 3), n);
@@ -785,6 +840,28 @@ controller_thread (void *arg)
 }
 
 /* ---------------------------------------------------------------- rounds */
+
+/* A round that hangs (threads waiting in the cache for something that
+ * never comes) fails with the seed and the log, and aborts for a core,
+ * rather than waiting for make check's 20-minute timeout.
+ */
+static bool round_over;                 /* atomic */
+
+static void *
+watchdog_thread (void *arg)
+{
+  unsigned limit = *(unsigned *) arg;
+
+  for (unsigned i = 0; i < limit * 10; ++i) {
+    if (__atomic_load_n (&round_over, __ATOMIC_ACQUIRE))
+      return NULL;
+    msleep (100);
+  }
+  model_fail ("the round did not end in %u s: threads are stuck in the "
+              "cache (a hang; attach a debugger or see the core)", limit);
+  fflush (stderr);
+  abort ();
+}
 
 static void
 open_cache (void)
@@ -817,18 +894,23 @@ run_round (uint64_t *rng)
   unsigned reads = 0, read_eio = 0, writes = 0, write_err = 0;
   unsigned flushes = 0, flush_ok = 0;
   uint64_t g[NCHUNKS];
+  pthread_t watchdog;
   double t0 = now ();
   int r;
 
   ct.rng = next_rand (rng);
-  ct.fence_round = next_rand (rng) % 3 == 0;
+  ct.fence_round = next_rand (rng) % 2 == 0;
   ct.fence_at = ops_per_thread * NTHREADS / 4 +
     next_rand (rng) % (ops_per_thread * NTHREADS / 2 + 1);
   __atomic_store_n (&ops_done, 0, __ATOMIC_RELEASE);
   __atomic_store_n (&fenced, false, __ATOMIC_RELEASE);
   __atomic_store_n (&threads_done, false, __ATOMIC_RELEASE);
+  memset (reported, 0, sizeof reported);
+  round_failures = 0;
   oplog_chunks (0, NCHUNKS - 1, "round %u%s", round_no, ct.fence_round ? " (fenced)" : "");
 
+  __atomic_store_n (&round_over, false, __ATOMIC_RELEASE);
+  pthread_create (&watchdog, NULL, watchdog_thread, &watchdog_limit);
   open_cache ();
   for (unsigned i = 0; i < NTHREADS; ++i) {
     th[i].id = i;
@@ -858,11 +940,13 @@ run_round (uint64_t *rng)
     model_fail ("cache_close with the faults cleared returned %d", r);
   cs_volume_close (vol);
   objstore_close (os);
+  __atomic_store_n (&round_over, true, __ATOMIC_RELEASE);
+  pthread_join (watchdog, NULL);
   if (ct.fence_round)
     check_store_fenced ();
   else {
     gens_snapshot (g);
-    check_store ("cache_close", g, 0, NCHUNKS - 1);
+    check_store ("cache_close", g, 0, NCHUNKS - 1, true);
   }
   printf ("round %u%s: %u reads (%u EIO), %u writes/zeroes (%u failed), "
           "%u flushes (%u ok), %u faults, %" PRIu64 " uploads (%" PRIu64
@@ -920,6 +1004,11 @@ main (void)
   /* Under valgrind everything is 20-50 times slower. */
   ops_per_thread = env_unsigned ("S3CHUNK_MODEL_OPS",
                                  getenv ("S3CHUNK_VALGRIND") ? 60 : 300);
+  /* A round takes about half a second (30 s under valgrind); the
+   * upload backoff after failures can add up to RETRY_MAX (30 s).
+   */
+  watchdog_limit = env_unsigned ("S3CHUNK_MODEL_WATCHDOG",
+                                 getenv ("S3CHUNK_VALGRIND") ? 600 : 120);
   rounds = env_unsigned ("S3CHUNK_MODEL_ROUNDS",
                          getenv ("S3CHUNK_VALGRIND") ? 2 : 3);
   for (unsigned t = 0; t < NTHREADS; ++t)
