@@ -236,6 +236,7 @@ check_invariants (struct cache *c)
 #endif
 
 static void free_buffer (struct cache *c, uint8_t *buf);
+static void wake_mem_waiters (struct cache *c);
 
 /* ---------------------------------------------------------------- table */
 
@@ -310,6 +311,17 @@ entry_free (struct cache *c, struct entry *e)
   free (e);
 }
 
+/* Threads wait in alloc_buffer for a buffer to come free or an entry to
+ * become evictable: tell them whenever either happens, or they may wait
+ * for a wake-up that no upload or fetch will ever send.
+ */
+static void
+wake_mem_waiters (struct cache *c)
+{
+  if (c->mem_waiters > 0)
+    pthread_cond_broadcast (&c->cond);
+}
+
 /* Drop a pin; an entry nobody needs that holds nothing is freed. */
 static void
 unpin (struct cache *c, struct entry *e)
@@ -319,6 +331,8 @@ unpin (struct cache *c, struct entry *e)
   if (e->pins == 0 && !e->loading && !e->uploading && !e->on_dirty &&
       (!e->valid || (e->zero && !e->data)))
     entry_free (c, e);
+  else if (e->pins == 0 && e->on_lru)
+    wake_mem_waiters (c);
 }
 
 /* ---------------------------------------------------------- state moves */
@@ -347,6 +361,8 @@ settle (struct cache *c, struct entry *e)
   if (lru && !e->on_lru) {
     TAILQ_INSERT_TAIL (&c->lru_list, e, lru);
     e->on_lru = true;
+    if (e->pins == 0)
+      wake_mem_waiters (c);
   }
   else if (!lru && e->on_lru) {
     TAILQ_REMOVE (&c->lru_list, e, lru);
@@ -393,6 +409,7 @@ free_buffer (struct cache *c, uint8_t *buf)
   if (buf) {
     memcpy (buf, &c->pool, sizeof c->pool);
     c->pool = buf;
+    wake_mem_waiters (c);
   }
 }
 
