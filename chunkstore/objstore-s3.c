@@ -14,6 +14,12 @@
  * uses it alone, and gives it back; a handle is never used by two threads
  * at once.  The pool's mutex is never held across network I/O.
  *
+ * Sibling (objstore_sibling): a second store on the same bucket, prefix,
+ * endpoint and credentials (copied: either may be closed first) with a pool
+ * of its own holding one connection, no startup check and no fence.  The
+ * lock renews through it, so a renewal never waits in pool_get behind
+ * uploads and reads that hold every handle of the data store.
+ *
  * The write fence (fence.h): every mutating request (PUT, conditional PUT,
  * DELETE, POST ?delete) checks the store's fence before each attempt,
  * retries and the attempt after a backoff sleep included, and gives up
@@ -1357,6 +1363,8 @@ s3_close (struct objstore *os)
   free (st);
 }
 
+static int s3_sibling (struct objstore *os, struct objstore **out);
+
 static const struct objstore_ops s3_ops = {
   .name = "s3",
   .get = s3_get,
@@ -1366,6 +1374,7 @@ static const struct objstore_ops s3_ops = {
   .del_many = s3_del_many,
   .list = s3_list,
   .close = s3_close,
+  .sibling = s3_sibling,
 };
 
 /* ---------------------------------------------------------- construction */
@@ -1381,6 +1390,67 @@ pool_init (struct s3store *st, unsigned max_handles)
   pthread_mutex_init (&st->lock, NULL);
   pthread_cond_init (&st->cond, NULL);
   return 0;
+}
+
+static char *
+dup_or_null (const char *s, bool *ok)
+{
+  char *d;
+
+  if (s == NULL)
+    return NULL;
+  d = strdup (s);
+  if (d == NULL)
+    *ok = false;
+  return d;
+}
+
+/* Everything copied, so that either store may be closed first; one
+ * connection (a renewal is a get and a conditional put, one after the
+ * other); no startup check (the store answered already); no fence.
+ */
+static int
+s3_sibling (struct objstore *os, struct objstore **out)
+{
+  struct s3store *st = (struct s3store *) os, *sb;
+  bool ok = true;
+
+  *out = NULL;
+  sb = calloc (1, sizeof *sb);
+  if (sb == NULL)
+    goto nomem;
+  sb->os.ops = &s3_ops;
+  if (pool_init (sb, 1) < 0) {
+    free (sb);
+    goto nomem;
+  }
+  sb->bucket = dup_or_null (st->bucket, &ok);
+  sb->prefix = dup_or_null (st->prefix, &ok);
+  sb->endpoint = dup_or_null (st->endpoint, &ok);
+  sb->url_base = dup_or_null (st->url_base, &ok);
+  sb->host = dup_or_null (st->host, &ok);
+  sb->path_base = dup_or_null (st->path_base, &ok);
+  sb->region = dup_or_null (st->region, &ok);
+  sb->ca_file = dup_or_null (st->ca_file, &ok);
+  sb->creds.access_key = dup_or_null (st->creds.access_key, &ok);
+  sb->creds.secret_key = dup_or_null (st->creds.secret_key, &ok);
+  sb->creds.session_token = dup_or_null (st->creds.session_token, &ok);
+  memcpy (sb->creds.source, st->creds.source, sizeof sb->creds.source);
+  sb->path_style = st->path_style;
+  sb->retry_time = st->retry_time;
+  sb->request_timeout = st->request_timeout;
+  if (!ok) {
+    s3_close (&sb->os);
+    goto nomem;
+  }
+  cs_debug ("s3: a sibling store on bucket %s at %s, prefix \"%s\", with "
+            "a connection of its own", sb->bucket, sb->endpoint, sb->prefix);
+  *out = &sb->os;
+  return 0;
+
+ nomem:
+  cs_error ("s3: sibling store: out of memory");
+  return -ENOMEM;
 }
 
 static bool

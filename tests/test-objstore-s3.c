@@ -3,7 +3,7 @@
  * conditional puts racing between threads, listings of more than one page,
  * batched deletes, prefixes that keep volumes apart, and the counters.
  * Through tests/s3-fault-proxy and tests/s3-stub-server: the write fence
- * (refused, aborted under way, held bodies never completed).
+ * (refused, aborted under way, held bodies never completed), the sibling.
  *
  * Configured from the environment (tests/test-s3-store.sh starts a Ceph
  * RADOS Gateway, the proxy and the stub, and sets them):
@@ -895,6 +895,74 @@ test_fence_hold (void)
   free (big);
 }
 
+/* ----------------------------------------------------------- sibling */
+
+/* Every handle of the store is stuck in a stalled PUT: the sibling (its
+ * own connection, no fence) still answers at once, and either can be
+ * closed first.
+ */
+static void
+test_sibling (void)
+{
+  char prefix[192];
+  struct objstore *os, *sib = NULL, *sib2 = NULL;
+  struct objstore_info info;
+  struct cs_fence f;
+  struct cs_buf b = CS_BUF_INIT;
+  struct bg_put bg[2];
+  pthread_t t[2];
+  double t0, el;
+
+  printf ("the sibling answers while every handle of the store is busy\n");
+  snprintf (prefix, sizeof prefix, "%s/sibling", run_prefix);
+  os = open_store_at (proxy_url, prefix, 2, 20, 20);
+  CHECK_EQ (objstore_sibling (os, &sib), 0);
+  CHECK (sib != NULL);
+  if (sib == NULL) {
+    objstore_close (os);
+    return;
+  }
+  /* No fence on the sibling, whatever the store's. */
+  cs_fence_init (&f, CS_FENCE_NONE);
+  objstore_set_fence (os, &f);
+
+  proxy_rule ("mode=stall&delay=6&method=PUT&path=/stalled/");
+  for (int i = 0; i < 2; ++i) {
+    bg[i] = (struct bg_put) { .os = os, .key = i ? "stalled/1" : "stalled/0",
+                              .data = "data", .len = 4 };
+    pthread_create (&t[i], NULL, bg_put_thread, &bg[i]);
+  }
+  sleep (1);
+  cs_fence_close (&f);          /* fences os, not the sibling */
+  t0 = now ();
+  /* A renewal: a get, then a conditional put. */
+  CHECK_EQ (objstore_put_if (sib, "lock", "v1", 2, NULL, &info), 0);
+  CHECK_EQ (objstore_get (sib, "lock", 1024, &b, &info), 0);
+  CHECK (body_is (&b, "v1", 2));
+  CHECK_EQ (objstore_put_if (sib, "lock", "v2", 2, info.etag, &info), 0);
+  el = now () - t0;
+  printf ("  three requests of the sibling in %.2f s\n", el);
+  CHECK (el < 2);
+  for (int i = 0; i < 2; ++i) {
+    pthread_join (t[i], NULL);
+    CHECK_EQ (bg[i].r, -ENOLCK);
+  }
+  proxy_rule ("mode=none");
+
+  /* Independent: a sibling of the sibling; close the original first. */
+  CHECK_EQ (objstore_sibling (sib, &sib2), 0);
+  objstore_close (os);
+  CHECK_EQ (objstore_get (sib, "lock", 1024, &b, NULL), 0);
+  CHECK (body_is (&b, "v2", 2));
+  objstore_close (sib);
+  if (sib2) {
+    CHECK_EQ (objstore_get (sib2, "lock", 1024, &b, NULL), 0);
+    CHECK_EQ (empty_store (sib2), 0);
+    objstore_close (sib2);
+  }
+  cs_buf_free (&b);
+}
+
 int
 main (void)
 {
@@ -950,6 +1018,7 @@ main (void)
     test_fence_closed ();
     test_fence_retries ();
     test_fence_stall ();
+    test_sibling ();
   }
   else
     printf ("SKIP: the tests through the fault proxy (set S3_PROXY_URL)\n");

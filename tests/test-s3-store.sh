@@ -4,7 +4,8 @@
 # etag, mtime and date; -ENOENT, -EFBIG; conditional puts and 8 threads
 # racing them; a listing of more than one page; delete-many in batches;
 # prefixes that keep volumes apart; the counters; the startup check; the
-# write fence, through tests/s3-fault-proxy and tests/s3-stub-server.
+# write fence and the sibling, through tests/s3-fault-proxy and
+# tests/s3-stub-server.
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/s3-functions.sh"
 
 prog=$abs_top_builddir/tests/test-objstore-s3
