@@ -49,12 +49,18 @@
  * and stop when the operation's retry_time is spent.  s3_errno() is the one
  * map from HTTP status and curl result to errno.
  *
- * Conditional puts and ambiguity: a put_if whose request may have reached
- * the store without us seeing the answer (a timeout, a dropped connection,
- * a 500/502/504) has an unknown outcome.  If that is the last attempt, the
- * answer is -ETIMEDOUT.  If a retry then fails its condition (412), that
- * may be our own earlier attempt having landed, so the answer is also
- * -ETIMEDOUT, never -EEXIST: the caller re-reads (objstore.h).
+ * Ambiguity: a mutating request whose attempt may have reached the store
+ * without us seeing the answer (a timeout, a dropped connection, a
+ * 500/502/504, or a body curl sent in full and then re-sent by itself on
+ * a new connection: see seek_cb) has an unknown outcome from then on.  Only a success
+ * settles it; a later failure (a 503 or 429 when the budget runs out, a
+ * refused connection, a 403, a conditional put's 412, which may be our own
+ * earlier attempt having landed) says nothing about that earlier attempt,
+ * so the answer is -ETIMEDOUT, "outcome unknown", never -EIO or -EEXIST,
+ * logged once with the op, key, attempts and last answer: callers that
+ * care re-read (the lock), the cache counts the chunk as maybe present.
+ * The one exception is a DELETE answered 404: the key is gone either way,
+ * which is all a delete promises.
  *
  * Conditional headers: If-Match carries the etag bare, without quotes: Ceph
  * radosgw 16.2 compares the bare value and fails every quoted one with 412,
@@ -328,6 +334,7 @@ struct s3_call {
   bool body_complete;           /* all of them (the server may act) */
   bool fenced;                  /* aborted: the fence is past or closed */
   bool fence_timeout;           /* curl's timeout is the fence's deadline */
+  bool resent;                  /* curl sent the whole body, then again */
 };
 
 static bool
@@ -617,14 +624,18 @@ read_cb (char *buf, size_t size, size_t nitems, void *opaque)
   return n;
 }
 
-/* curl rewinds the body to send it again (on a connection it reused that
- * turned out dead, say).
+/* curl rewinds the body to send it again: on a kept-alive connection
+ * that closed without an answer, it re-sends the request on a new one by
+ * itself.  If the body had gone in full, the server may have acted on the
+ * first send: whatever the second one gets, the attempt is ambiguous.
  */
 static int
 seek_cb (void *opaque, curl_off_t offset, int origin)
 {
   struct s3_call *c = opaque;
 
+  if (c->body_complete)
+    c->resent = true;
   if (origin != SEEK_SET || offset < 0 || (uint64_t) offset > c->body_len)
     return CURL_SEEKFUNC_CANTSEEK;
   c->body_pos = (size_t) offset;
@@ -754,7 +765,7 @@ attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
   c->err_body.len = 0;
   c->errbuf[0] = '\0';
   c->body_pos = 0;
-  c->body_complete = c->fenced = c->fence_timeout = false;
+  c->body_complete = c->fenced = c->fence_timeout = c->resent = false;
   if (c->out)
     c->out->len = 0;
 
@@ -915,6 +926,30 @@ fenced (struct s3store *st, struct s3_call *c)
   return -ENOLCK;
 }
 
+/* An earlier attempt may have taken effect and no later answer settles
+ * it (see the top comment): -ETIMEDOUT.
+ */
+static int
+outcome_unknown (struct s3store *st, struct s3_call *c)
+{
+  char what[512];
+
+  describe (c, what, sizeof what);
+  /* A conditional put is not an error yet: the contract gives -ETIMEDOUT
+   * to a caller that settles it by reading the object again (the lock).
+   */
+  if (c->conditional)
+    cs_debug ("s3: %s %s: outcome unknown after %u attempts in %.1f s "
+              "(last: %s); the caller re-reads", c->op, c->key, c->attempts,
+              c->elapsed, what);
+  else
+    cs_error ("s3: %s %s: outcome unknown: an attempt may have taken "
+              "effect without an answer from %s, and %u attempts in %.1f s "
+              "did not settle it (last: %s)", c->op, c->key, st->endpoint,
+              c->attempts, c->elapsed, what);
+  return -ETIMEDOUT;
+}
+
 /* Run a call with retries; returns 0 or a negative errno and, unless the
  * result is one the caller expects, logs the one line that says why.
  */
@@ -971,7 +1006,7 @@ run (struct s3store *st, struct s3_call *c)
 
     if (!c->efbig && c->cc == CURLE_OK && is_2xx (c->status))
       break;
-    if (c->conditional && s3_ambiguous (c))
+    if (c->mutating && (s3_ambiguous (c) || c->resent))
       c->ambiguous_seen = true;
     if (!s3_retryable (c) || c->retry_time <= 0)
       break;
@@ -996,19 +1031,9 @@ run (struct s3store *st, struct s3_call *c)
   c->elapsed = now_monotonic () - start;
 
   r = s3_errno (c);
-  if (c->conditional && r < 0 && c->ambiguous_seen &&
-      (r == -EEXIST || s3_ambiguous (c))) {
-    /* Our own earlier attempt may have landed (see the top comment). */
-    if (!c->quiet) {
-      describe (c, what, sizeof what);
-      /* Not a warning: the contract gives -ETIMEDOUT to a caller that
-       * settles it by reading the object again (the lock does).
-       */
-      cs_debug ("s3: %s %s: outcome unknown after %u attempts (last: %s); "
-                "the caller re-reads", c->op, c->key, c->attempts, what);
-    }
-    return -ETIMEDOUT;
-  }
+  if (r < 0 && c->ambiguous_seen &&
+      !(r == -ENOENT && strcmp (c->method, "DELETE") == 0))
+    return outcome_unknown (st, c);
   if (r == 0 || c->quiet || (r == -ENOENT && c->quiet_enoent) ||
       (r == -EEXIST && c->quiet_eexist))
     return r;
@@ -1036,6 +1061,9 @@ run (struct s3store *st, struct s3_call *c)
   return r;
 
  fail_nomem:
+  c->elapsed = now_monotonic () - start;
+  if (c->ambiguous_seen)
+    return outcome_unknown (st, c);
   if (!c->quiet)
     cs_error ("s3: %s %s: out of memory", c->op, c->key);
   return r;

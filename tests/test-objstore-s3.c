@@ -3,7 +3,8 @@
  * conditional puts racing between threads, listings of more than one page,
  * batched deletes, prefixes that keep volumes apart, and the counters.
  * Through tests/s3-fault-proxy and tests/s3-stub-server: the write fence
- * (refused, aborted under way, held bodies never completed), the sibling.
+ * (refused, aborted under way, held bodies never completed), the sibling,
+ * ambiguous outcomes.
  *
  * Configured from the environment (tests/test-s3-store.sh starts a Ceph
  * RADOS Gateway, the proxy and the stub, and sets them):
@@ -963,6 +964,63 @@ test_sibling (void)
   cs_buf_free (&b);
 }
 
+/* --------------------------------------------------------- ambiguity */
+
+/* The first attempt of a PUT is forwarded (it lands) but its answer is
+ * dropped; every retry gets 503 until the budget is spent.  A 503 says
+ * nothing about the first attempt: the outcome is unknown, -ETIMEDOUT,
+ * not -EIO.  The proxy holds one rule at a time: the drop rule is
+ * replaced by the 503 one as soon as the proxy has decided to drop (it
+ * counts the fault when the request arrives, before it reads the 8 MiB
+ * body and forwards it, so well before any retry).
+ */
+static void
+test_ambiguous_put (void)
+{
+  char prefix[192];
+  struct objstore *os, *direct;
+  struct cs_buf b = CS_BUF_INIT;
+  size_t big_len = 8 << 20;
+  char *big = malloc (big_len);
+  struct bg_put bg;
+  pthread_t t;
+  double t0;
+  long drops0 = proxy_stat ("fault:drop"), e503_0 = proxy_stat ("fault:503");
+
+  printf ("a dropped answer, then 503s: the outcome is unknown\n");
+  memset (big, 'A', big_len);
+  snprintf (prefix, sizeof prefix, "%s/ambiguous", run_prefix);
+  os = open_store_at (proxy_url, prefix, 4, 3, 20);
+  direct = open_store (prefix);
+
+  proxy_rule ("mode=drop&count=1&method=PUT&path=/ambig/");
+  bg = (struct bg_put) { .os = os, .key = "ambig/obj", .data = big,
+                         .len = big_len };
+  pthread_create (&t, NULL, bg_put_thread, &bg);
+  t0 = now ();
+  while (proxy_stat ("fault:drop") == drops0 && now () - t0 < 10)
+    ;
+  proxy_rule ("mode=503&method=PUT&path=/ambig/");
+  pthread_join (t, NULL);
+  printf ("  put: %s after %.1f s, %ld 503s\n", strerror (-bg.r),
+          bg.done - t0, proxy_stat ("fault:503") - e503_0);
+  CHECK_EQ (bg.r, -ETIMEDOUT);
+  CHECK (proxy_stat ("fault:503") - e503_0 >= 1);
+  CHECK (unit_logged ("outcome unknown") && unit_logged ("ambig/obj") &&
+         unit_logged ("HTTP 503"));
+  proxy_rule ("mode=none");
+
+  /* And it did land. */
+  CHECK_EQ (objstore_get (direct, "ambig/obj", big_len, &b, NULL), 0);
+  CHECK (body_is (&b, big, big_len));
+
+  objstore_close (os);
+  CHECK_EQ (empty_store (direct), 0);
+  objstore_close (direct);
+  cs_buf_free (&b);
+  free (big);
+}
+
 int
 main (void)
 {
@@ -1019,6 +1077,7 @@ main (void)
     test_fence_retries ();
     test_fence_stall ();
     test_sibling ();
+    test_ambiguous_put ();
   }
   else
     printf ("SKIP: the tests through the fault proxy (set S3_PROXY_URL)\n");
