@@ -1294,6 +1294,101 @@ list_key (void *opaque, const char *key, uint64_t size)
   return ls->fn (ls->opaque, key, size);
 }
 
+/* The continuation tokens of one listing, to notice a server that sends
+ * one again: an open-addressed hash set, as a listing of a large volume
+ * has a hundred thousand pages.
+ */
+struct token_set {
+  char **slot;                  /* NULL: free */
+  size_t n, cap;                /* cap a power of two, or 0 */
+};
+
+static uint64_t
+token_hash (const char *t)
+{
+  uint64_t h = 0xcbf29ce484222325ULL;   /* FNV-1a */
+
+  for (; *t; ++t)
+    h = (h ^ (unsigned char) *t) * 0x100000001b3ULL;
+  return h;
+}
+
+/* 1 if t was in the set, 0 if added now, or -ENOMEM. */
+static int
+token_seen (struct token_set *ts, const char *t)
+{
+  size_t i;
+
+  if (2 * (ts->n + 1) > ts->cap) {
+    struct token_set bigger = { NULL, 0, ts->cap ? 2 * ts->cap : 64 };
+
+    bigger.slot = calloc (bigger.cap, sizeof *bigger.slot);
+    if (bigger.slot == NULL)
+      return -ENOMEM;
+    for (i = 0; i < ts->cap; ++i)
+      if (ts->slot[i]) {
+        size_t j = token_hash (ts->slot[i]) & (bigger.cap - 1);
+        while (bigger.slot[j])
+          j = (j + 1) & (bigger.cap - 1);
+        bigger.slot[j] = ts->slot[i];
+      }
+    bigger.n = ts->n;
+    free (ts->slot);
+    *ts = bigger;
+  }
+  for (i = token_hash (t) & (ts->cap - 1); ts->slot[i];
+       i = (i + 1) & (ts->cap - 1))
+    if (strcmp (ts->slot[i], t) == 0)
+      return 1;
+  ts->slot[i] = strdup (t);
+  if (ts->slot[i] == NULL)
+    return -ENOMEM;
+  ts->n++;
+  return 0;
+}
+
+static void
+token_set_free (struct token_set *ts)
+{
+  for (size_t i = 0; i < ts->cap; ++i)
+    free (ts->slot[i]);
+  free (ts->slot);
+}
+
+/* A truncated page must give a token this listing has not seen yet, or
+ * following it would never end.
+ */
+static int
+next_page_ok (struct s3store *st, const char *full, const char *token,
+              struct token_set *seen)
+{
+  int r;
+
+  /* (s3_xml_parse_list refuses a truncated page without a token; an
+   * empty one is no better.)
+   */
+  if (token == NULL || token[0] == '\0') {
+    cs_error ("s3: list %s: %s answered a truncated page without a "
+              "continuation token (page %zu): the listing cannot go on; "
+              "is the endpoint really S3?", full, st->endpoint,
+              seen->n + 1);
+    return -EIO;
+  }
+  r = token_seen (seen, token);
+  if (r < 0) {
+    cs_error ("s3: list %s: out of memory", full);
+    return r;
+  }
+  if (r == 1) {
+    cs_error ("s3: list %s: %s answered page %zu with a continuation token "
+              "it gave before (\"%.64s\"): the listing would never end; "
+              "is the endpoint really S3?", full, st->endpoint,
+              seen->n + 1, token);
+    return -EIO;
+  }
+  return 0;
+}
+
 /* List under the store prefix + prefix, one page of at most max_keys
  * (0: the server's default, 1000) or all pages.
  */
@@ -1309,6 +1404,7 @@ list_pages (struct s3store *st, const char *prefix, unsigned max_keys,
   struct sigv4_param params[4];
   bool truncated;
   struct s3_call c;
+  struct token_set seen = { NULL, 0, 0 };
   int r;
 
   full = xasprintf ("%s%s", st->prefix, prefix ? prefix : "");
@@ -1347,12 +1443,16 @@ list_pages (struct s3store *st, const char *prefix, unsigned max_keys,
                            &truncated, &token);
     if (r < 0) {
       if (!quiet)
-        cs_error ("s3: list %s: the answer is not a ListBucketResult "
-                  "document (does the endpoint support ListObjectsV2?)",
-                  full);
+        cs_error ("s3: list %s: the answer of %s is not a ListBucketResult "
+                  "document, or a truncated one without a continuation "
+                  "token (does the endpoint support ListObjectsV2?)",
+                  full, st->endpoint);
       r = -EIO;
     }
+    if (r == 0 && truncated && max_keys == 0)
+      r = next_page_ok (st, full, token, &seen);
   } while (r == 0 && truncated && max_keys == 0);
+  token_set_free (&seen);
   free (token);
   cs_buf_free (&page);
   return r;

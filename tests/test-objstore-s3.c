@@ -4,7 +4,7 @@
  * batched deletes, prefixes that keep volumes apart, and the counters.
  * Through tests/s3-fault-proxy and tests/s3-stub-server: the write fence
  * (refused, aborted under way, held bodies never completed), the sibling,
- * ambiguous outcomes.
+ * ambiguous outcomes, listings that repeat their continuation token.
  *
  * Configured from the environment (tests/test-s3-store.sh starts a Ceph
  * RADOS Gateway, the proxy and the stub, and sets them):
@@ -1021,6 +1021,40 @@ test_ambiguous_put (void)
   free (big);
 }
 
+/* ----------------------------------------------------------- listing */
+
+/* A server that answers a truncated page with a token seen before, or
+ * with none: list fails with -EIO instead of looping for ever (the alarm
+ * ends the test if it does loop).
+ */
+static void
+test_list_loops (void)
+{
+  static const char *const prefixes[] = {
+    "loop-token/", "cycle-token/", "no-token/",
+  };
+  char prefix[192];
+  struct objstore *os;
+  struct listing l = { 0 };
+  long pages0;
+
+  printf ("listings that repeat their continuation token fail\n");
+  snprintf (prefix, sizeof prefix, "%s/list-loop", run_prefix);
+  os = open_store_at (stub_url, prefix, 2, 5, 10);
+  alarm (60);
+  for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; ++i) {
+    pages0 = stub_stat ("list_pages");
+    CHECK_EQ (objstore_list (os, prefixes[i], collect, &l), -EIO);
+    printf ("  %s: %ld pages, %zu keys; %s\n", prefixes[i],
+            stub_stat ("list_pages") - pages0, l.n, unit_last_log);
+    CHECK (unit_logged (stub_url) && unit_logged (prefixes[i]));
+    CHECK (stub_stat ("list_pages") - pages0 <= 3);
+    listing_free (&l);
+  }
+  alarm (0);
+  objstore_close (os);
+}
+
 int
 main (void)
 {
@@ -1083,6 +1117,7 @@ main (void)
     printf ("SKIP: the tests through the fault proxy (set S3_PROXY_URL)\n");
   if (stub_url && *stub_url) {
     test_fence_hold ();
+    test_list_loops ();
   }
   else
     printf ("SKIP: the tests through the stub (set S3_STUB_URL)\n");
