@@ -20,12 +20,20 @@
  * lock renews through it, so a renewal never waits in pool_get behind
  * uploads and reads that hold every handle of the data store.
  *
+ * Timeouts: request_timeout is an idle limit, not a limit on the whole
+ * transfer: a request is aborted when no byte moved in either direction
+ * for that long (the wait for the first byte of the answer, or a transfer
+ * that stalled), so a large chunk on a slow but working link finishes.
+ * The progress callback keeps the time of the last byte; making the
+ * connection has its own limit, CONNECT_TIMEOUT.
+ *
  * The write fence (fence.h): every mutating request (PUT, conditional PUT,
  * DELETE, POST ?delete) checks the store's fence before each attempt,
  * retries and the attempt after a backoff sleep included, and gives up
  * with -ENOLCK when it is past; it is never retried after that.  Within an
  * attempt the fence is enforced three ways:
- *   - curl's whole-transfer timeout is the time left before the deadline;
+ *   - curl's whole-transfer timeout (otherwise unset, see above) is the
+ *     time left before the deadline;
  *   - the progress callback aborts the transfer once the fence is past or
  *     closed (the lock closes it when it fences itself: a transfer under
  *     way stops within POLL_MS);
@@ -72,6 +80,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -335,6 +344,10 @@ struct s3_call {
   bool fenced;                  /* aborted: the fence is past or closed */
   bool fence_timeout;           /* curl's timeout is the fence's deadline */
   bool resent;                  /* curl sent the whole body, then again */
+  double idle_limit;            /* seconds with no byte moved: abort */
+  double last_move;             /* when a byte last moved */
+  curl_off_t seen_dl, seen_ul;  /* the counts then */
+  bool stalled;                 /* aborted after idle_limit */
 };
 
 static bool
@@ -517,6 +530,8 @@ header_cb (char *line, size_t size, size_t nitems, void *opaque)
   const char *end = line + len, *v;
   char value[256];
 
+  c->last_move = now_monotonic ();     /* the answer is coming */
+
   if (len >= 5 && strncmp (line, "HTTP/", 5) == 0) {
     /* A new response (after a 100 Continue, say): start over. */
     const char *sp = memchr (line, ' ', len);
@@ -650,9 +665,21 @@ xferinfo_cb (void *opaque, curl_off_t dltotal, curl_off_t dlnow,
              curl_off_t ultotal, curl_off_t ulnow)
 {
   struct s3_call *c = opaque;
+  double t;
 
   if (c->mutating && cs_fence_left (c->fence) <= 0) {
     c->fenced = true;
+    return 1;
+  }
+  /* request_timeout: a transfer may be slow, not silent. */
+  t = now_monotonic ();
+  if (dlnow != c->seen_dl || ulnow != c->seen_ul) {
+    c->seen_dl = dlnow;
+    c->seen_ul = ulnow;
+    c->last_move = t;
+  }
+  else if (t - c->last_move >= c->idle_limit) {
+    c->stalled = true;
     return 1;
   }
   return 0;
@@ -766,6 +793,9 @@ attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
   c->errbuf[0] = '\0';
   c->body_pos = 0;
   c->body_complete = c->fenced = c->fence_timeout = c->resent = false;
+  c->stalled = false;
+  c->idle_limit = timeout;
+  c->seen_dl = c->seen_ul = 0;
   if (c->out)
     c->out->len = 0;
 
@@ -815,17 +845,20 @@ attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
     return -ENOMEM;
   }
 
-  timeout_ms = (long) (timeout * 1000) + 1;
+  /* timeout is an idle limit (xferinfo_cb): no limit on the whole
+   * transfer, unless the fence sets one.
+   */
+  timeout_ms = 0;
   connect_ms = (long) ((timeout < CONNECT_TIMEOUT ?
                         timeout : CONNECT_TIMEOUT) * 1000) + 1;
-  if (c->mutating) {
+  if (c->mutating && cs_fence_deadline (c->fence) != CS_FENCE_NONE) {
     /* Not a moment past the deadline (the callbacks do the rest). */
     int64_t left_ms = cs_fence_left (c->fence) / 1000000 + 1;
 
-    if (left_ms < timeout_ms) {
-      timeout_ms = (long) left_ms;
-      c->fence_timeout = true;
-    }
+    if (left_ms < 1)
+      left_ms = 1;              /* 0 would mean no limit */
+    timeout_ms = left_ms < LONG_MAX ? (long) left_ms : LONG_MAX;
+    c->fence_timeout = true;
     if (left_ms < connect_ms)
       connect_ms = (long) left_ms;
   }
@@ -884,12 +917,18 @@ attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
       curl_easy_setopt (h, CURLOPT_CUSTOMREQUEST, c->method);
   }
 
+  c->last_move = now_monotonic ();
   c->cc = run_transfer (conn);
   /* curl's timeout at the deadline (its clock may be a little ahead). */
   if (c->mutating && c->cc != CURLE_OK &&
       (cs_fence_left (c->fence) <= 0 ||
        (c->cc == CURLE_OPERATION_TIMEDOUT && c->fence_timeout)))
     c->fenced = true;
+  else if (c->stalled) {
+    c->cc = CURLE_OPERATION_TIMEDOUT;
+    snprintf (c->errbuf, sizeof c->errbuf, "no byte moved for %.1f s "
+              "(request timeout)", c->idle_limit);
+  }
   if (c->cc == CURLE_OK)
     curl_easy_getinfo (h, CURLINFO_RESPONSE_CODE, &c->status);
   else if (c->efbig)

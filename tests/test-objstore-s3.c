@@ -4,7 +4,8 @@
  * batched deletes, prefixes that keep volumes apart, and the counters.
  * Through tests/s3-fault-proxy and tests/s3-stub-server: the write fence
  * (refused, aborted under way, held bodies never completed), the sibling,
- * ambiguous outcomes, listings that repeat their continuation token.
+ * ambiguous outcomes, listings that repeat their continuation token, the
+ * request timeout as an idle limit.
  *
  * Configured from the environment (tests/test-s3-store.sh starts a Ceph
  * RADOS Gateway, the proxy and the stub, and sets them):
@@ -1055,6 +1056,46 @@ test_list_loops (void)
   objstore_close (os);
 }
 
+/* ------------------------------------------------------ idle timeout */
+
+/* request_timeout is an idle limit: an answer the stub trickles for 4 s
+ * (64 bytes every 0.25 s) gets through a 1 s request timeout; a silent
+ * one is aborted after about 1 s.
+ */
+static void
+test_idle_timeout (void)
+{
+  char prefix[192];
+  struct objstore *os;
+  struct cs_buf b = CS_BUF_INIT;
+  double t0, el;
+  int r;
+
+  printf ("request timeout: slow answers finish, silent ones do not\n");
+  snprintf (prefix, sizeof prefix, "%s/idle", run_prefix);
+  os = open_store_at (stub_url, prefix, 2, -1, 1);
+
+  t0 = now ();
+  r = objstore_get (os, "trickle/obj", 1 << 20, &b, NULL);
+  el = now () - t0;
+  printf ("  trickled answer: %s, %zu bytes in %.2f s\n",
+          r == 0 ? "ok" : strerror (-r), b.len, el);
+  CHECK_EQ (r, 0);
+  CHECK_EQ (b.len, 16 * 64);
+  CHECK (el > 3.5);
+
+  t0 = now ();
+  r = objstore_get (os, "silent/obj", 1 << 20, &b, NULL);
+  el = now () - t0;
+  printf ("  silent answer: %s after %.2f s\n", strerror (-r), el);
+  CHECK_EQ (r, -ETIMEDOUT);
+  CHECK (el > 0.9 && el < 2.5);
+  CHECK (unit_logged ("no byte moved"));
+
+  objstore_close (os);
+  cs_buf_free (&b);
+}
+
 int
 main (void)
 {
@@ -1118,6 +1159,7 @@ main (void)
   if (stub_url && *stub_url) {
     test_fence_hold ();
     test_list_loops ();
+    test_idle_timeout ();
   }
   else
     printf ("SKIP: the tests through the stub (set S3_STUB_URL)\n");

@@ -4,15 +4,16 @@
 # etag, mtime and date; -ENOENT, -EFBIG; conditional puts and 8 threads
 # racing them; a listing of more than one page; delete-many in batches;
 # prefixes that keep volumes apart; the counters; the startup check; the
-# write fence and the sibling, through tests/s3-fault-proxy and
-# tests/s3-stub-server.
+# write fence, the sibling, ambiguous outcomes, listings that repeat their
+# continuation token and the request timeout as an idle limit, through
+# tests/s3-fault-proxy and tests/s3-stub-server.
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/s3-functions.sh"
 
 prog=$abs_top_builddir/tests/test-objstore-s3
 [ -x "$prog" ] || fail "$prog is missing: run make check (or make $prog)"
 
 s3_start_cluster
-# The fence tests go through the fault proxy and the
+# The fence, ambiguity, listing and timeout tests go through the fault proxy and the
 # stub (tests/s3-stub-server), both in front of the gateway.
 s3_start_proxy
 S3_STUB_LOG=$tmp/stub.log
