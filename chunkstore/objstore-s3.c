@@ -340,7 +340,8 @@ struct s3_call {
   /* The attempt under way. */
   struct cs_fence *fence;       /* mutating requests: the store's fence */
   size_t body_pos;              /* bytes of the body handed to curl */
-  bool body_complete;           /* all of them (the server may act) */
+  bool body_complete;           /* all of them, or there are none: the
+                                   server may act on the request */
   bool fenced;                  /* aborted: the fence is past or closed */
   bool fence_timeout;           /* curl's timeout is the fence's deadline */
   bool resent;                  /* curl sent the whole body, then again */
@@ -792,8 +793,9 @@ attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
   c->err_body.len = 0;
   c->errbuf[0] = '\0';
   c->body_pos = 0;
-  c->body_complete = c->fenced = c->fence_timeout = c->resent = false;
-  c->stalled = false;
+  c->fenced = c->fence_timeout = c->resent = c->stalled = false;
+  /* Without a body, a request is complete once its headers are out. */
+  c->body_complete = c->body_len == 0;
   c->idle_limit = timeout;
   c->seen_dl = c->seen_ul = 0;
   if (c->out)
@@ -951,8 +953,8 @@ attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
 static int
 fenced (struct s3store *st, struct s3_call *c)
 {
-  const char *fate = c->body_complete || c->body == NULL ?
-    "it may still have landed" : "its body was not complete: it did not land";
+  const char *fate = c->body_complete ? "it may still have landed" :
+    "its body was not complete: it did not land";
 
   if (__atomic_add_fetch (&st->os.stats.fenced, 1, __ATOMIC_RELAXED) == 1)
     cs_error ("s3: %s %s: aborted under way after %u attempt%s: the write "
