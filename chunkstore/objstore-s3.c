@@ -8,10 +8,47 @@
  * credentials found by s3-creds.c.
  *
  * Connections: a bounded pool of curl easy handles, one per connection kept
- * alive.  A request takes a free handle (or makes one while fewer than
- * `connections` exist, or waits), uses it alone, and gives it back; a handle
- * is never used by two threads at once.  The pool's mutex is never held
- * across network I/O.
+ * alive, each driven through its own multi handle so that we get control
+ * back every POLL_MS however quiet the socket.  A request takes a free
+ * handle (or makes one while fewer than `connections` exist, or waits),
+ * uses it alone, and gives it back; a handle is never used by two threads
+ * at once.  The pool's mutex is never held across network I/O.
+ *
+ * Sibling (objstore_sibling): a second store on the same bucket, prefix,
+ * endpoint and credentials (copied: either may be closed first) with a pool
+ * of its own holding one connection, no startup check and no fence.  The
+ * lock renews through it, so a renewal never waits in pool_get behind
+ * uploads and reads that hold every handle of the data store.
+ *
+ * Timeouts: request_timeout is an idle limit, not a limit on the whole
+ * transfer: a request is aborted when no byte moved in either direction
+ * for that long (the wait for the first byte of the answer, or a transfer
+ * that stalled), so a large chunk on a slow but working link finishes.
+ * The progress callback keeps the time of the last byte; making the
+ * connection has its own limit, CONNECT_TIMEOUT.
+ *
+ * The write fence (fence.h): every mutating request (PUT, conditional PUT,
+ * DELETE, POST ?delete) checks the store's fence before each attempt,
+ * retries and the attempt after a backoff sleep included, and gives up
+ * with -ENOLCK when it is past; it is never retried after that.  Within an
+ * attempt the fence is enforced three ways:
+ *   - curl's whole-transfer timeout (otherwise unset, see above) is the
+ *     time left before the deadline;
+ *   - the progress callback aborts the transfer once the fence is past or
+ *     closed (the lock closes it when it fences itself: a transfer under
+ *     way stops within POLL_MS);
+ *   - bodies go through a read callback, which checks the fence again
+ *     before it hands curl the last bytes of the body.  A server does not
+ *     act on a request whose body is incomplete, so a process frozen
+ *     (SIGSTOP, a suspend) between the check before the attempt and the
+ *     send cannot complete a write after the deadline.
+ * Every socket has SO_LINGER {1, 0}: closing an aborted connection sends a
+ * RST and the kernel drops the bytes still queued instead of sending them
+ * later.  An aborted request whose body curl already had in full may still
+ * have landed, which is what -ENOLCK says (objstore.h).  A request without
+ * a body (DELETE) is complete once its headers are out: it relies on the
+ * check before the attempt and on the margin of the lease.  Reads (GET,
+ * list) are never fenced.
  *
  * Failures: s3_retryable() is the one list of what is retried (5xx, 429,
  * 408, S3's RequestTimeout / SlowDown codes, timeouts and connection
@@ -20,12 +57,18 @@
  * and stop when the operation's retry_time is spent.  s3_errno() is the one
  * map from HTTP status and curl result to errno.
  *
- * Conditional puts and ambiguity: a put_if whose request may have reached
- * the store without us seeing the answer (a timeout, a dropped connection,
- * a 500/502/504) has an unknown outcome.  If that is the last attempt, the
- * answer is -ETIMEDOUT.  If a retry then fails its condition (412), that
- * may be our own earlier attempt having landed, so the answer is also
- * -ETIMEDOUT, never -EEXIST: the caller re-reads (objstore.h).
+ * Ambiguity: a mutating request whose attempt may have reached the store
+ * without us seeing the answer (a timeout, a dropped connection, a
+ * 500/502/504, or a body curl sent in full and then re-sent by itself on
+ * a new connection: see seek_cb) has an unknown outcome from then on.  Only a success
+ * settles it; a later failure (a 503 or 429 when the budget runs out, a
+ * refused connection, a 403, a conditional put's 412, which may be our own
+ * earlier attempt having landed) says nothing about that earlier attempt,
+ * so the answer is -ETIMEDOUT, "outcome unknown", never -EIO or -EEXIST,
+ * logged once with the op, key, attempts and last answer: callers that
+ * care re-read (the lock), the cache counts the chunk as maybe present.
+ * The one exception is a DELETE answered 404: the key is gone either way,
+ * which is all a delete promises.
  *
  * Conditional headers: If-Match carries the etag bare, without quotes: Ceph
  * radosgw 16.2 compares the bare value and fails every quoted one with 412,
@@ -37,12 +80,14 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,6 +110,7 @@
 #define DELETE_BATCH 1000       /* DeleteObjects' limit */
 #define ERROR_BODY_MAX 65536    /* bytes of an error body kept */
 #define RESERVE_MAX (256 << 20) /* largest Content-Length trusted ahead */
+#define POLL_MS 100             /* the longest we leave a transfer alone */
 
 #define CLOCK_HINT \
   "check the access key, secret key, region and the machine's clock"
@@ -87,8 +133,16 @@ struct s3store {
 
   pthread_mutex_t lock;         /* protects the pool below */
   pthread_cond_t cond;          /* a handle was returned */
-  CURL **idle;                  /* free handles, max_handles slots */
+  struct s3_conn **idle;        /* free handles, max_handles slots */
   unsigned n_idle, n_handles, max_handles;
+};
+
+/* A pooled connection: the easy handle, and the multi handle that drives
+ * it (and keeps its connection alive between requests).
+ */
+struct s3_conn {
+  CURL *easy;
+  CURLM *multi;
 };
 
 static const struct objstore_ops s3_ops;
@@ -171,11 +225,39 @@ xasprintf (const char *fmt, ...)
 
 /* ---------------------------------------------------------------- pool */
 
+static void
+conn_free (struct s3_conn *h)
+{
+  if (h == NULL)
+    return;
+  if (h->multi)
+    curl_multi_cleanup (h->multi);
+  if (h->easy)
+    curl_easy_cleanup (h->easy);
+  free (h);
+}
+
+static struct s3_conn *
+conn_new (void)
+{
+  struct s3_conn *h = calloc (1, sizeof *h);
+
+  if (h == NULL)
+    return NULL;
+  h->easy = curl_easy_init ();
+  h->multi = curl_multi_init ();
+  if (h->easy == NULL || h->multi == NULL) {
+    conn_free (h);
+    return NULL;
+  }
+  return h;
+}
+
 /* Take a handle: a free one, a new one while under the limit, or wait. */
-static CURL *
+static struct s3_conn *
 pool_get (struct s3store *st)
 {
-  CURL *h = NULL;
+  struct s3_conn *h = NULL;
   bool make = false;
 
   pthread_mutex_lock (&st->lock);
@@ -190,7 +272,7 @@ pool_get (struct s3store *st)
   pthread_mutex_unlock (&st->lock);
 
   if (make) {
-    h = curl_easy_init ();
+    h = conn_new ();
     if (h == NULL) {
       pthread_mutex_lock (&st->lock);
       st->n_handles--;
@@ -202,7 +284,7 @@ pool_get (struct s3store *st)
 }
 
 static void
-pool_put (struct s3store *st, CURL *h)
+pool_put (struct s3store *st, struct s3_conn *h)
 {
   pthread_mutex_lock (&st->lock);
   st->idle[st->n_idle++] = h;
@@ -233,6 +315,7 @@ struct s3_call {
   size_t max_len;               /* larger 2xx bodies: -EFBIG (default:
                                    SIZE_MAX) */
   bool conditional;             /* put_if: ambiguous outcomes matter */
+  bool mutating;                /* can change an object: obeys the fence */
   double retry_time;            /* this call's budget */
   bool quiet_enoent;            /* -ENOENT is an answer: do not log it */
   bool quiet_eexist;            /* -EEXIST is an answer: do not log it */
@@ -253,6 +336,19 @@ struct s3_call {
   unsigned attempts;
   bool ambiguous_seen;          /* some attempt may have taken effect */
   double elapsed;
+
+  /* The attempt under way. */
+  struct cs_fence *fence;       /* mutating requests: the store's fence */
+  size_t body_pos;              /* bytes of the body handed to curl */
+  bool body_complete;           /* all of them, or there are none: the
+                                   server may act on the request */
+  bool fenced;                  /* aborted: the fence is past or closed */
+  bool fence_timeout;           /* curl's timeout is the fence's deadline */
+  bool resent;                  /* curl sent the whole body, then again */
+  double idle_limit;            /* seconds with no byte moved: abort */
+  double last_move;             /* when a byte last moved */
+  curl_off_t seen_dl, seen_ul;  /* the counts then */
+  bool stalled;                 /* aborted after idle_limit */
 };
 
 static bool
@@ -435,6 +531,8 @@ header_cb (char *line, size_t size, size_t nitems, void *opaque)
   const char *end = line + len, *v;
   char value[256];
 
+  c->last_move = now_monotonic ();     /* the answer is coming */
+
   if (len >= 5 && strncmp (line, "HTTP/", 5) == 0) {
     /* A new response (after a 100 Continue, say): start over. */
     const char *sp = memchr (line, ' ', len);
@@ -519,6 +617,127 @@ write_cb (char *data, size_t size, size_t nmemb, void *opaque)
   return len;
 }
 
+/* The body, handed out as curl asks for it.  The last bytes go only
+ * while the fence allows: until then the server holds an incomplete
+ * request, which it never acts on.
+ */
+static size_t
+read_cb (char *buf, size_t size, size_t nitems, void *opaque)
+{
+  struct s3_call *c = opaque;
+  size_t n = size * nitems, left = c->body_len - c->body_pos;
+
+  if (n > left)
+    n = left;
+  if (n == left && n > 0 && c->mutating && cs_fence_left (c->fence) <= 0) {
+    c->fenced = true;
+    return CURL_READFUNC_ABORT;
+  }
+  memcpy (buf, (const char *) c->body + c->body_pos, n);
+  c->body_pos += n;
+  if (c->body_pos == c->body_len)
+    c->body_complete = true;
+  return n;
+}
+
+/* curl rewinds the body to send it again: on a kept-alive connection
+ * that closed without an answer, it re-sends the request on a new one by
+ * itself.  If the body had gone in full, the server may have acted on the
+ * first send: whatever the second one gets, the attempt is ambiguous.
+ */
+static int
+seek_cb (void *opaque, curl_off_t offset, int origin)
+{
+  struct s3_call *c = opaque;
+
+  if (c->body_complete)
+    c->resent = true;
+  if (origin != SEEK_SET || offset < 0 || (uint64_t) offset > c->body_len)
+    return CURL_SEEKFUNC_CANTSEEK;
+  c->body_pos = (size_t) offset;
+  return CURL_SEEKFUNC_OK;
+}
+
+/* Called every POLL_MS at least (see run_transfer), whatever the socket
+ * does: a mutating transfer stops as soon as the fence is past or closed.
+ */
+static int
+xferinfo_cb (void *opaque, curl_off_t dltotal, curl_off_t dlnow,
+             curl_off_t ultotal, curl_off_t ulnow)
+{
+  struct s3_call *c = opaque;
+  double t;
+
+  if (c->mutating && cs_fence_left (c->fence) <= 0) {
+    c->fenced = true;
+    return 1;
+  }
+  /* request_timeout: a transfer may be slow, not silent. */
+  t = now_monotonic ();
+  if (dlnow != c->seen_dl || ulnow != c->seen_ul) {
+    c->seen_dl = dlnow;
+    c->seen_ul = ulnow;
+    c->last_move = t;
+  }
+  else if (t - c->last_move >= c->idle_limit) {
+    c->stalled = true;
+    return 1;
+  }
+  return 0;
+}
+
+/* Closing a socket sends RST and drops what is still queued: an aborted
+ * request must not trickle out of the kernel after we gave up on it.
+ */
+static int
+sockopt_cb (void *opaque, curl_socket_t fd, curlsocktype purpose)
+{
+  const struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+  if (purpose == CURLSOCKTYPE_IPCXN)
+    setsockopt (fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  return CURL_SOCKOPT_OK;
+}
+
+/* curl_easy_perform, but on the handle's own multi handle so that the
+ * progress callback runs every POLL_MS even when no byte moves (the easy
+ * interface leaves a quiet transfer alone for a second).
+ */
+static CURLcode
+run_transfer (struct s3_conn *h)
+{
+  CURLcode cc = CURLE_OK;
+  CURLMcode mc;
+  CURLMsg *msg;
+  int running = 1, queued;
+
+  mc = curl_multi_add_handle (h->multi, h->easy);
+  if (mc != CURLM_OK)
+    return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY :
+      CURLE_FAILED_INIT;
+  for (;;) {
+    mc = curl_multi_perform (h->multi, &running);
+    if (mc != CURLM_OK || running == 0)
+      break;
+    mc = curl_multi_poll (h->multi, NULL, 0, POLL_MS, NULL);
+    if (mc != CURLM_OK)
+      break;
+  }
+  if (mc != CURLM_OK)
+    cc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+  else {
+    cc = CURLE_FAILED_INIT;
+    while ((msg = curl_multi_info_read (h->multi, &queued)) != NULL)
+      if (msg->msg == CURLMSG_DONE && msg->easy_handle == h->easy)
+        cc = msg->data.result;
+  }
+  /* The connection stays in the multi handle's cache, unless the transfer
+   * was aborted: then curl closes it here (with a RST, see sockopt_cb).
+   */
+  curl_multi_remove_handle (h->multi, h->easy);
+  return cc;
+}
+
 static struct curl_slist *
 add_header (struct curl_slist *list, bool *ok, const char *name,
             const char *value)
@@ -546,9 +765,10 @@ add_header (struct curl_slist *list, bool *ok, const char *name,
  * attempt produced an outcome (whatever it is) or -ENOMEM.
  */
 static int
-attempt (struct s3store *st, CURL *h, struct s3_call *c,
+attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
          const char *payload_hash, double timeout)
 {
+  CURL *h = conn->easy;
   CLEANUP_FREE char *path = NULL, *query = NULL, *url_query = NULL;
   CLEANUP_FREE char *auth = NULL, *url = NULL;
   struct sigv4_header hdr[8];
@@ -572,6 +792,12 @@ attempt (struct s3store *st, CURL *h, struct s3_call *c,
   memset (&c->err, 0, sizeof c->err);
   c->err_body.len = 0;
   c->errbuf[0] = '\0';
+  c->body_pos = 0;
+  c->fenced = c->fence_timeout = c->resent = c->stalled = false;
+  /* Without a body, a request is complete once its headers are out. */
+  c->body_complete = c->body_len == 0;
+  c->idle_limit = timeout;
+  c->seen_dl = c->seen_ul = 0;
   if (c->out)
     c->out->len = 0;
 
@@ -621,9 +847,23 @@ attempt (struct s3store *st, CURL *h, struct s3_call *c,
     return -ENOMEM;
   }
 
-  timeout_ms = (long) (timeout * 1000) + 1;
+  /* timeout is an idle limit (xferinfo_cb): no limit on the whole
+   * transfer, unless the fence sets one.
+   */
+  timeout_ms = 0;
   connect_ms = (long) ((timeout < CONNECT_TIMEOUT ?
                         timeout : CONNECT_TIMEOUT) * 1000) + 1;
+  if (c->mutating && cs_fence_deadline (c->fence) != CS_FENCE_NONE) {
+    /* Not a moment past the deadline (the callbacks do the rest). */
+    int64_t left_ms = cs_fence_left (c->fence) / 1000000 + 1;
+
+    if (left_ms < 1)
+      left_ms = 1;              /* 0 would mean no limit */
+    timeout_ms = left_ms < LONG_MAX ? (long) left_ms : LONG_MAX;
+    c->fence_timeout = true;
+    if (left_ms < connect_ms)
+      connect_ms = (long) left_ms;
+  }
 
   /* Reset keeps the live connection, the DNS and TLS session caches. */
   curl_easy_reset (h);
@@ -640,6 +880,10 @@ attempt (struct s3store *st, CURL *h, struct s3_call *c,
   curl_easy_setopt (h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
   curl_easy_setopt (h, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt (h, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt (h, CURLOPT_SOCKOPTFUNCTION, sockopt_cb);
+  curl_easy_setopt (h, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt (h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+  curl_easy_setopt (h, CURLOPT_XFERINFODATA, c);
   if (st->ca_file)
     curl_easy_setopt (h, CURLOPT_CAINFO, st->ca_file);
   /* curl silently re-sends a request whose kept-alive connection died
@@ -649,13 +893,23 @@ attempt (struct s3store *st, CURL *h, struct s3_call *c,
   if (c->conditional)
     curl_easy_setopt (h, CURLOPT_FRESH_CONNECT, 1L);
   if (c->body) {
-    curl_easy_setopt (h, CURLOPT_POST, 1L);
-    curl_easy_setopt (h, CURLOPT_POSTFIELDSIZE_LARGE,
-                      (curl_off_t) c->body_len);
-    curl_easy_setopt (h, CURLOPT_POSTFIELDS,
-                      c->body_len ? c->body : (const void *) "");
-    if (strcmp (c->method, "POST") != 0)
-      curl_easy_setopt (h, CURLOPT_CUSTOMREQUEST, c->method);
+    /* Through read_cb, never POSTFIELDS: see there. */
+    curl_easy_setopt (h, CURLOPT_READFUNCTION, read_cb);
+    curl_easy_setopt (h, CURLOPT_READDATA, c);
+    curl_easy_setopt (h, CURLOPT_SEEKFUNCTION, seek_cb);
+    curl_easy_setopt (h, CURLOPT_SEEKDATA, c);
+    if (strcmp (c->method, "PUT") == 0) {
+      curl_easy_setopt (h, CURLOPT_UPLOAD, 1L);
+      curl_easy_setopt (h, CURLOPT_INFILESIZE_LARGE,
+                        (curl_off_t) c->body_len);
+    }
+    else {
+      curl_easy_setopt (h, CURLOPT_POST, 1L);
+      curl_easy_setopt (h, CURLOPT_POSTFIELDSIZE_LARGE,
+                        (curl_off_t) c->body_len);
+      if (strcmp (c->method, "POST") != 0)
+        curl_easy_setopt (h, CURLOPT_CUSTOMREQUEST, c->method);
+    }
   }
   else if (strcmp (c->method, "HEAD") == 0)
     curl_easy_setopt (h, CURLOPT_NOBODY, 1L);
@@ -665,7 +919,18 @@ attempt (struct s3store *st, CURL *h, struct s3_call *c,
       curl_easy_setopt (h, CURLOPT_CUSTOMREQUEST, c->method);
   }
 
-  c->cc = curl_easy_perform (h);
+  c->last_move = now_monotonic ();
+  c->cc = run_transfer (conn);
+  /* curl's timeout at the deadline (its clock may be a little ahead). */
+  if (c->mutating && c->cc != CURLE_OK &&
+      (cs_fence_left (c->fence) <= 0 ||
+       (c->cc == CURLE_OPERATION_TIMEDOUT && c->fence_timeout)))
+    c->fenced = true;
+  else if (c->stalled) {
+    c->cc = CURLE_OPERATION_TIMEDOUT;
+    snprintf (c->errbuf, sizeof c->errbuf, "no byte moved for %.1f s "
+              "(request timeout)", c->idle_limit);
+  }
   if (c->cc == CURLE_OK)
     curl_easy_getinfo (h, CURLINFO_RESPONSE_CODE, &c->status);
   else if (c->efbig)
@@ -681,6 +946,51 @@ attempt (struct s3store *st, CURL *h, struct s3_call *c,
   return 0;
 }
 
+/* An attempt aborted under way by the fence: never retried.  The first
+ * one of the store is an error, the rest debug lines (as in
+ * objstore_fence_check: the cache has failed by then and says so).
+ */
+static int
+fenced (struct s3store *st, struct s3_call *c)
+{
+  const char *fate = c->body_complete ? "it may still have landed" :
+    "its body was not complete: it did not land";
+
+  if (__atomic_add_fetch (&st->os.stats.fenced, 1, __ATOMIC_RELAXED) == 1)
+    cs_error ("s3: %s %s: aborted under way after %u attempt%s: the write "
+              "deadline of the volume lock passed (the lock may be lost); "
+              "%s; nothing is written any more", c->op, c->key, c->attempts,
+              c->attempts == 1 ? "" : "s", fate);
+  else
+    cs_debug ("s3: %s %s: aborted under way: past the write deadline; %s",
+              c->op, c->key, fate);
+  return -ENOLCK;
+}
+
+/* An earlier attempt may have taken effect and no later answer settles
+ * it (see the top comment): -ETIMEDOUT.
+ */
+static int
+outcome_unknown (struct s3store *st, struct s3_call *c)
+{
+  char what[512];
+
+  describe (c, what, sizeof what);
+  /* A conditional put is not an error yet: the contract gives -ETIMEDOUT
+   * to a caller that settles it by reading the object again (the lock).
+   */
+  if (c->conditional)
+    cs_debug ("s3: %s %s: outcome unknown after %u attempts in %.1f s "
+              "(last: %s); the caller re-reads", c->op, c->key, c->attempts,
+              c->elapsed, what);
+  else
+    cs_error ("s3: %s %s: outcome unknown: an attempt may have taken "
+              "effect without an answer from %s, and %u attempts in %.1f s "
+              "did not settle it (last: %s)", c->op, c->key, st->endpoint,
+              c->attempts, c->elapsed, what);
+  return -ETIMEDOUT;
+}
+
 /* Run a call with retries; returns 0 or a negative errno and, unless the
  * result is one the caller expects, logs the one line that says why.
  */
@@ -690,7 +1000,7 @@ run (struct s3store *st, struct s3_call *c)
   char payload_hash[65], what[512];
   double start = now_monotonic (), deadline, delay, remaining, timeout;
   unsigned i;
-  CURL *h;
+  struct s3_conn *h;
   int r;
 
   sigv4_sha256_hex (c->body ? c->body : "", c->body ? c->body_len : 0,
@@ -698,6 +1008,7 @@ run (struct s3store *st, struct s3_call *c)
   deadline = start + (c->retry_time > 0 ? c->retry_time : 0);
   c->attempts = 0;
   c->ambiguous_seen = false;
+  c->fence = c->mutating ? st->os.fence : NULL;
 
   for (;;) {
     c->attempts++;
@@ -714,14 +1025,29 @@ run (struct s3store *st, struct s3_call *c)
       r = -ENOMEM;
       goto fail_nomem;
     }
+    /* After the wait for a handle and any backoff sleep: right before the
+     * request goes.  objstore_fence_check counts and logs the refusal.
+     */
+    if (c->mutating) {
+      r = objstore_fence_check (&st->os, c->op, c->key);
+      if (r < 0) {
+        pool_put (st, h);
+        c->elapsed = now_monotonic () - start;
+        return r;
+      }
+    }
     r = attempt (st, h, c, payload_hash, timeout);
     pool_put (st, h);
     if (r < 0)
       goto fail_nomem;
+    if (c->fenced) {
+      c->elapsed = now_monotonic () - start;
+      return fenced (st, c);
+    }
 
     if (!c->efbig && c->cc == CURLE_OK && is_2xx (c->status))
       break;
-    if (c->conditional && s3_ambiguous (c))
+    if (c->mutating && (s3_ambiguous (c) || c->resent))
       c->ambiguous_seen = true;
     if (!s3_retryable (c) || c->retry_time <= 0)
       break;
@@ -738,24 +1064,17 @@ run (struct s3store *st, struct s3_call *c)
     cs_debug ("s3: %s %s: %s; retry %u in %.0f ms", c->op, c->key, what,
               c->attempts, delay * 1000);
     __atomic_add_fetch (&st->os.stats.retries, 1, __ATOMIC_RELAXED);
+    /* No use sleeping past the deadline: the check above refuses then. */
+    if (c->mutating && cs_fence_left (c->fence) / 1e9 < delay)
+      delay = cs_fence_left (c->fence) / 1e9;
     sleep_seconds (delay);
   }
   c->elapsed = now_monotonic () - start;
 
   r = s3_errno (c);
-  if (c->conditional && r < 0 && c->ambiguous_seen &&
-      (r == -EEXIST || s3_ambiguous (c))) {
-    /* Our own earlier attempt may have landed (see the top comment). */
-    if (!c->quiet) {
-      describe (c, what, sizeof what);
-      /* Not a warning: the contract gives -ETIMEDOUT to a caller that
-       * settles it by reading the object again (the lock does).
-       */
-      cs_debug ("s3: %s %s: outcome unknown after %u attempts (last: %s); "
-                "the caller re-reads", c->op, c->key, c->attempts, what);
-    }
-    return -ETIMEDOUT;
-  }
+  if (r < 0 && c->ambiguous_seen &&
+      !(r == -ENOENT && strcmp (c->method, "DELETE") == 0))
+    return outcome_unknown (st, c);
   if (r == 0 || c->quiet || (r == -ENOENT && c->quiet_enoent) ||
       (r == -EEXIST && c->quiet_eexist))
     return r;
@@ -783,6 +1102,9 @@ run (struct s3store *st, struct s3_call *c)
   return r;
 
  fail_nomem:
+  c->elapsed = now_monotonic () - start;
+  if (c->ambiguous_seen)
+    return outcome_unknown (st, c);
   if (!c->quiet)
     cs_error ("s3: %s %s: out of memory", c->op, c->key);
   return r;
@@ -877,6 +1199,7 @@ do_put (struct s3store *st, const char *op, const char *key,
   call_init (st, &c, op, key, "PUT", object);
   c.body = data ? data : "";
   c.body_len = len;
+  c.mutating = true;
   if (conditional) {
     c.conditional = true;
     c.quiet_eexist = true;
@@ -926,6 +1249,7 @@ s3_del (struct objstore *os, const char *key)
     return r;
   call_init (st, &c, "delete", key, "DELETE", object);
   c.quiet_enoent = true;
+  c.mutating = true;
   r = run (st, &c);
   if (r == -ENOENT)
     r = 0;                      /* deleting a missing key succeeds */
@@ -959,6 +1283,7 @@ delete_batch (struct s3store *st, const char *const *keys, size_t n)
   c.content_type = "application/xml";
   c.content_md5 = md5;          /* S3 requires it for DeleteObjects */
   c.out = &answer;
+  c.mutating = true;
   r = run (st, &c);
   if (r == 0) {
     r = s3_xml_parse_delete_result (answer.data, answer.len, &n_errors,
@@ -1010,6 +1335,101 @@ list_key (void *opaque, const char *key, uint64_t size)
   return ls->fn (ls->opaque, key, size);
 }
 
+/* The continuation tokens of one listing, to notice a server that sends
+ * one again: an open-addressed hash set, as a listing of a large volume
+ * has a hundred thousand pages.
+ */
+struct token_set {
+  char **slot;                  /* NULL: free */
+  size_t n, cap;                /* cap a power of two, or 0 */
+};
+
+static uint64_t
+token_hash (const char *t)
+{
+  uint64_t h = 0xcbf29ce484222325ULL;   /* FNV-1a */
+
+  for (; *t; ++t)
+    h = (h ^ (unsigned char) *t) * 0x100000001b3ULL;
+  return h;
+}
+
+/* 1 if t was in the set, 0 if added now, or -ENOMEM. */
+static int
+token_seen (struct token_set *ts, const char *t)
+{
+  size_t i;
+
+  if (2 * (ts->n + 1) > ts->cap) {
+    struct token_set bigger = { NULL, 0, ts->cap ? 2 * ts->cap : 64 };
+
+    bigger.slot = calloc (bigger.cap, sizeof *bigger.slot);
+    if (bigger.slot == NULL)
+      return -ENOMEM;
+    for (i = 0; i < ts->cap; ++i)
+      if (ts->slot[i]) {
+        size_t j = token_hash (ts->slot[i]) & (bigger.cap - 1);
+        while (bigger.slot[j])
+          j = (j + 1) & (bigger.cap - 1);
+        bigger.slot[j] = ts->slot[i];
+      }
+    bigger.n = ts->n;
+    free (ts->slot);
+    *ts = bigger;
+  }
+  for (i = token_hash (t) & (ts->cap - 1); ts->slot[i];
+       i = (i + 1) & (ts->cap - 1))
+    if (strcmp (ts->slot[i], t) == 0)
+      return 1;
+  ts->slot[i] = strdup (t);
+  if (ts->slot[i] == NULL)
+    return -ENOMEM;
+  ts->n++;
+  return 0;
+}
+
+static void
+token_set_free (struct token_set *ts)
+{
+  for (size_t i = 0; i < ts->cap; ++i)
+    free (ts->slot[i]);
+  free (ts->slot);
+}
+
+/* A truncated page must give a token this listing has not seen yet, or
+ * following it would never end.
+ */
+static int
+next_page_ok (struct s3store *st, const char *full, const char *token,
+              struct token_set *seen)
+{
+  int r;
+
+  /* (s3_xml_parse_list refuses a truncated page without a token; an
+   * empty one is no better.)
+   */
+  if (token == NULL || token[0] == '\0') {
+    cs_error ("s3: list %s: %s answered a truncated page without a "
+              "continuation token (page %zu): the listing cannot go on; "
+              "is the endpoint really S3?", full, st->endpoint,
+              seen->n + 1);
+    return -EIO;
+  }
+  r = token_seen (seen, token);
+  if (r < 0) {
+    cs_error ("s3: list %s: out of memory", full);
+    return r;
+  }
+  if (r == 1) {
+    cs_error ("s3: list %s: %s answered page %zu with a continuation token "
+              "it gave before (\"%.64s\"): the listing would never end; "
+              "is the endpoint really S3?", full, st->endpoint,
+              seen->n + 1, token);
+    return -EIO;
+  }
+  return 0;
+}
+
 /* List under the store prefix + prefix, one page of at most max_keys
  * (0: the server's default, 1000) or all pages.
  */
@@ -1025,6 +1445,7 @@ list_pages (struct s3store *st, const char *prefix, unsigned max_keys,
   struct sigv4_param params[4];
   bool truncated;
   struct s3_call c;
+  struct token_set seen = { NULL, 0, 0 };
   int r;
 
   full = xasprintf ("%s%s", st->prefix, prefix ? prefix : "");
@@ -1063,12 +1484,16 @@ list_pages (struct s3store *st, const char *prefix, unsigned max_keys,
                            &truncated, &token);
     if (r < 0) {
       if (!quiet)
-        cs_error ("s3: list %s: the answer is not a ListBucketResult "
-                  "document (does the endpoint support ListObjectsV2?)",
-                  full);
+        cs_error ("s3: list %s: the answer of %s is not a ListBucketResult "
+                  "document, or a truncated one without a continuation "
+                  "token (does the endpoint support ListObjectsV2?)",
+                  full, st->endpoint);
       r = -EIO;
     }
+    if (r == 0 && truncated && max_keys == 0)
+      r = next_page_ok (st, full, token, &seen);
   } while (r == 0 && truncated && max_keys == 0);
+  token_set_free (&seen);
   free (token);
   cs_buf_free (&page);
   return r;
@@ -1091,7 +1516,7 @@ s3_close (struct objstore *os)
   if (st == NULL)
     return;
   for (i = 0; i < st->n_idle; ++i)
-    curl_easy_cleanup (st->idle[i]);
+    conn_free (st->idle[i]);
   free (st->idle);
   pthread_mutex_destroy (&st->lock);
   pthread_cond_destroy (&st->cond);
@@ -1107,6 +1532,8 @@ s3_close (struct objstore *os)
   free (st);
 }
 
+static int s3_sibling (struct objstore *os, struct objstore **out);
+
 static const struct objstore_ops s3_ops = {
   .name = "s3",
   .get = s3_get,
@@ -1116,9 +1543,84 @@ static const struct objstore_ops s3_ops = {
   .del_many = s3_del_many,
   .list = s3_list,
   .close = s3_close,
+  .sibling = s3_sibling,
 };
 
 /* ---------------------------------------------------------- construction */
+
+/* The pool and its lock, for max_handles connections. */
+static int
+pool_init (struct s3store *st, unsigned max_handles)
+{
+  st->max_handles = max_handles;
+  st->idle = calloc (max_handles, sizeof *st->idle);
+  if (st->idle == NULL)
+    return -ENOMEM;
+  pthread_mutex_init (&st->lock, NULL);
+  pthread_cond_init (&st->cond, NULL);
+  return 0;
+}
+
+static char *
+dup_or_null (const char *s, bool *ok)
+{
+  char *d;
+
+  if (s == NULL)
+    return NULL;
+  d = strdup (s);
+  if (d == NULL)
+    *ok = false;
+  return d;
+}
+
+/* Everything copied, so that either store may be closed first; one
+ * connection (a renewal is a get and a conditional put, one after the
+ * other); no startup check (the store answered already); no fence.
+ */
+static int
+s3_sibling (struct objstore *os, struct objstore **out)
+{
+  struct s3store *st = (struct s3store *) os, *sb;
+  bool ok = true;
+
+  *out = NULL;
+  sb = calloc (1, sizeof *sb);
+  if (sb == NULL)
+    goto nomem;
+  sb->os.ops = &s3_ops;
+  if (pool_init (sb, 1) < 0) {
+    free (sb);
+    goto nomem;
+  }
+  sb->bucket = dup_or_null (st->bucket, &ok);
+  sb->prefix = dup_or_null (st->prefix, &ok);
+  sb->endpoint = dup_or_null (st->endpoint, &ok);
+  sb->url_base = dup_or_null (st->url_base, &ok);
+  sb->host = dup_or_null (st->host, &ok);
+  sb->path_base = dup_or_null (st->path_base, &ok);
+  sb->region = dup_or_null (st->region, &ok);
+  sb->ca_file = dup_or_null (st->ca_file, &ok);
+  sb->creds.access_key = dup_or_null (st->creds.access_key, &ok);
+  sb->creds.secret_key = dup_or_null (st->creds.secret_key, &ok);
+  sb->creds.session_token = dup_or_null (st->creds.session_token, &ok);
+  memcpy (sb->creds.source, st->creds.source, sizeof sb->creds.source);
+  sb->path_style = st->path_style;
+  sb->retry_time = st->retry_time;
+  sb->request_timeout = st->request_timeout;
+  if (!ok) {
+    s3_close (&sb->os);
+    goto nomem;
+  }
+  cs_debug ("s3: a sibling store on bucket %s at %s, prefix \"%s\", with "
+            "a connection of its own", sb->bucket, sb->endpoint, sb->prefix);
+  *out = &sb->os;
+  return 0;
+
+ nomem:
+  cs_error ("s3: sibling store: out of memory");
+  return -ENOMEM;
+}
 
 static bool
 given (const char *s)
@@ -1367,16 +1869,15 @@ objstore_s3_open (const struct objstore_s3_params *p, struct objstore **out)
   if (st == NULL)
     return -ENOMEM;
   st->os.ops = &s3_ops;
-  pthread_mutex_init (&st->lock, NULL);
-  pthread_cond_init (&st->cond, NULL);
-  st->max_handles = p->connections ? p->connections : DEFAULT_CONNECTIONS;
+  if (pool_init (st, p->connections ? p->connections :
+                 DEFAULT_CONNECTIONS) < 0) {
+    free (st);
+    return -ENOMEM;
+  }
   st->retry_time = p->retry_time == 0 ? DEFAULT_RETRY_TIME :
     p->retry_time < 0 ? 0 : p->retry_time;
   st->request_timeout = p->request_timeout ? p->request_timeout :
     DEFAULT_REQUEST_TIMEOUT;
-  st->idle = calloc (st->max_handles, sizeof *st->idle);
-  if (st->idle == NULL)
-    goto nomem;
 
   region = given (p->region) ? p->region :
     given (getenv ("AWS_REGION")) ? getenv ("AWS_REGION") :

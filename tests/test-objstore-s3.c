@@ -2,11 +2,17 @@
  * driven through objstore.h: the operations and their error contract,
  * conditional puts racing between threads, listings of more than one page,
  * batched deletes, prefixes that keep volumes apart, and the counters.
+ * Through tests/s3-fault-proxy and tests/s3-stub-server: the write fence
+ * (refused, aborted under way, held bodies never completed), the sibling,
+ * ambiguous outcomes, listings that repeat their continuation token, the
+ * request timeout as an idle limit.
  *
  * Configured from the environment (tests/test-s3-store.sh starts a Ceph
- * RADOS Gateway and sets them):
+ * RADOS Gateway, the proxy and the stub, and sets them):
  *   S3_ENDPOINT S3_ACCESS_KEY S3_SECRET_KEY S3_BUCKET [S3_REGION]
- * Exits 77 (skip) when one of the first four is missing.  Everything is
+ *   [S3_PROXY_URL] [S3_STUB_URL]
+ * Exits 77 (skip) when one of the first four is missing; the tests that
+ * need the proxy or the stub are skipped without them.  Everything is
  * written under a prefix unique to this run, which is emptied at the end.
  */
 #include <config.h>
@@ -20,6 +26,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
+#include "fence.h"
 #include "objstore.h"
 #include "unit.h"
 
@@ -28,26 +37,138 @@
 #define RACERS 8
 
 static const char *endpoint, *access_key, *secret_key, *bucket, *region;
+static const char *proxy_url, *stub_url;
+static double stalls_end;       /* when the requests the proxy stalls are
+                                   forwarded: they land after the test */
 static char run_prefix[128];    /* unique to this run: "objstore-s3-PID-T" */
 
 static struct objstore *
-open_store (const char *prefix)
+open_store_at (const char *url, const char *prefix, unsigned connections,
+               double retry_time, double request_timeout)
 {
   struct objstore_s3_params p = {
-    .bucket = bucket, .prefix = prefix, .endpoint = endpoint,
+    .bucket = bucket, .prefix = prefix, .endpoint = url,
     .region = region, .access_key = access_key, .secret_key = secret_key,
-    .path_style = -1, .connections = 32, .retry_time = 20,
-    .request_timeout = 20,
+    .path_style = -1, .connections = connections, .retry_time = retry_time,
+    .request_timeout = request_timeout,
   };
   struct objstore *os = NULL;
   int r = objstore_s3_open (&p, &os);
 
   if (r < 0) {
-    fprintf (stderr, "objstore_s3_open (prefix %s): %s: %s\n", prefix,
-             strerror (-r), unit_last_log);
+    fprintf (stderr, "objstore_s3_open (%s, prefix %s): %s: %s\n", url,
+             prefix, strerror (-r), unit_last_log);
     exit (1);
   }
   return os;
+}
+
+static struct objstore *
+open_store (const char *prefix)
+{
+  return open_store_at (endpoint, prefix, 32, 20, 20);
+}
+
+static double
+now (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A fence whose deadline is `secs` from now on CLOCK_BOOTTIME. */
+static void
+fence_in (struct cs_fence *f, double secs)
+{
+  cs_fence_set (f, cs_boottime_ns () + (int64_t) (secs * 1e9));
+}
+
+/* ---------------------------------------------- the proxy and the stub */
+
+static size_t
+keep_body (char *data, size_t size, size_t n, void *opaque)
+{
+  struct cs_buf *b = opaque;
+
+  return cs_buf_append (b, data, size * n) == 0 ? size * n : 0;
+}
+
+/* GET base + path (a control request); the body goes to out, if any.
+ * Returns the HTTP status, or -1.
+ */
+static long
+control (const char *base, const char *path, struct cs_buf *out)
+{
+  CURL *h = curl_easy_init ();
+  struct cs_buf ignored = CS_BUF_INIT;
+  char url[512];
+  long status = -1;
+
+  snprintf (url, sizeof url, "%s%s", base, path);
+  if (out)
+    out->len = 0;
+  curl_easy_setopt (h, CURLOPT_URL, url);
+  curl_easy_setopt (h, CURLOPT_TIMEOUT, 10L);
+  curl_easy_setopt (h, CURLOPT_WRITEFUNCTION, keep_body);
+  curl_easy_setopt (h, CURLOPT_WRITEDATA, out ? out : &ignored);
+  if (curl_easy_perform (h) == CURLE_OK)
+    curl_easy_getinfo (h, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_cleanup (h);
+  cs_buf_free (&ignored);
+  return status;
+}
+
+static void
+proxy_rule (const char *query)
+{
+  char path[400];
+
+  snprintf (path, sizeof path, "/__fault?%s", query);
+  if (control (proxy_url, path, NULL) != 200) {
+    fprintf (stderr, "proxy rule %s refused\n", query);
+    exit (1);
+  }
+}
+
+/* One counter of the proxy's or the stub's "key value" statistics. */
+static long
+stat_of (const char *base, const char *path, const char *key)
+{
+  struct cs_buf b = CS_BUF_INIT;
+  long v = 0;
+  size_t n = strlen (key);
+
+  if (control (base, path, &b) == 200 && cs_buf_append (&b, "", 1) == 0) {
+    for (const char *l = (const char *) b.data; l && *l;
+         l = strchr (l, '\n') ? strchr (l, '\n') + 1 : NULL)
+      if (strncmp (l, key, n) == 0 && l[n] == ' ')
+        v = atol (l + n + 1);
+  }
+  cs_buf_free (&b);
+  return v;
+}
+
+static long
+proxy_stat (const char *key)
+{
+  return stat_of (proxy_url, "/__stats?format=text", key);
+}
+
+static long
+stub_stat (const char *key)
+{
+  return stat_of (stub_url, "/__stats", key);
+}
+
+static uint64_t
+fenced_count (struct objstore *os)
+{
+  struct objstore_stats s;
+
+  objstore_get_stats (os, &s);
+  return s.fenced;
 }
 
 /* ------------------------------------------------------------ listing */
@@ -544,6 +665,441 @@ test_open_errors (void)
   CHECK (unit_logged ("NOSUCHACCESSKEY") && unit_logged ("unknown"));
 }
 
+/* ------------------------------------------------------------- fence */
+
+/* A closed fence: no mutating request leaves, reads go on. */
+static void
+test_fence_closed (void)
+{
+  char prefix[192];
+  struct objstore *os;
+  struct cs_fence f;
+  struct cs_buf b = CS_BUF_INIT;
+  struct listing l = { 0 };
+  const char *keys[] = { "a", "b" };
+  uint64_t fenced0;
+
+  printf ("a closed fence: nothing mutating is sent, reads work\n");
+  snprintf (prefix, sizeof prefix, "%s/fence-closed", run_prefix);
+  os = open_store_at (proxy_url, prefix, 4, 20, 20);
+  CHECK_EQ (objstore_put (os, "a", "before", 6, NULL), 0);
+  cs_fence_init (&f, CS_FENCE_NONE);
+  objstore_set_fence (os, &f);
+  CHECK_EQ (objstore_put (os, "b", "open", 4, NULL), 0);
+  cs_fence_close (&f);
+
+  fenced0 = fenced_count (os);
+  control (proxy_url, "/__stats?reset=1", NULL);
+  CHECK_EQ (objstore_put (os, "a", "after", 5, NULL), -ENOLCK);
+  CHECK_EQ (objstore_put_if (os, "c", "after", 5, NULL, NULL), -ENOLCK);
+  CHECK_EQ (objstore_del (os, "a"), -ENOLCK);
+  CHECK_EQ (objstore_del_many (os, keys, 2), -ENOLCK);
+  CHECK_EQ (fenced_count (os) - fenced0, 4);
+  CHECK_EQ (proxy_stat ("requests"), 0);
+
+  /* Reads keep working after a fence. */
+  CHECK_EQ (objstore_get (os, "a", 1024, &b, NULL), 0);
+  CHECK (body_is (&b, "before", 6));
+  CHECK_EQ (list_sorted (os, "", &l), 0);
+  CHECK_EQ (l.n, 2);
+  listing_free (&l);
+  CHECK_EQ (proxy_stat ("method:GET"), 2);
+  CHECK_EQ (proxy_stat ("method:PUT") + proxy_stat ("method:DELETE") +
+            proxy_stat ("method:POST"), 0);
+
+  objstore_set_fence (os, NULL);
+  CHECK_EQ (empty_store (os), 0);
+  objstore_close (os);
+  cs_buf_free (&b);
+}
+
+/* The deadline passes while a request is being retried: the next attempt
+ * is not sent.  (Before the variant checked its fence, the put went on
+ * retrying for its whole budget.)
+ */
+static void
+test_fence_retries (void)
+{
+  char prefix[192];
+  struct objstore *os;
+  struct cs_fence f;
+  uint64_t fenced0;
+  double t0, t;
+  long puts, dels;
+  int r;
+
+  printf ("the deadline passes between retries: no more attempts\n");
+  snprintf (prefix, sizeof prefix, "%s/fence-retry", run_prefix);
+  os = open_store_at (proxy_url, prefix, 4, 20, 20);
+  cs_fence_init (&f, CS_FENCE_NONE);
+  objstore_set_fence (os, &f);
+  fenced0 = fenced_count (os);
+
+  proxy_rule ("mode=503&method=PUT,DELETE");
+  fence_in (&f, 1.0);
+  t0 = now ();
+  r = objstore_put (os, "k", "data", 4, NULL);
+  t = now () - t0;
+  printf ("  put: %s after %.2f s\n", strerror (-r), t);
+  CHECK_EQ (r, -ENOLCK);
+  CHECK (t < 3);
+  puts = proxy_stat ("method:PUT");
+  CHECK (puts >= 1);
+
+  fence_in (&f, 1.0);
+  t0 = now ();
+  r = objstore_del (os, "k");
+  t = now () - t0;
+  printf ("  delete: %s after %.2f s\n", strerror (-r), t);
+  CHECK_EQ (r, -ENOLCK);
+  CHECK (t < 3);
+  dels = proxy_stat ("method:DELETE");
+  CHECK (dels >= 1);
+  CHECK (fenced_count (os) - fenced0 >= 2);
+
+  /* Nothing more goes out afterwards. */
+  sleep (1);
+  CHECK_EQ (proxy_stat ("method:PUT"), puts);
+  CHECK_EQ (proxy_stat ("method:DELETE"), dels);
+  proxy_rule ("mode=none");
+  objstore_set_fence (os, NULL);
+  CHECK_EQ (empty_store (os), 0);
+  objstore_close (os);
+}
+
+struct bg_put {
+  struct objstore *os;
+  const char *key;
+  const void *data;
+  size_t len;
+  bool conditional;
+  int r;
+  double done;                  /* now () when it returned */
+};
+
+static void *
+bg_put_thread (void *arg)
+{
+  struct bg_put *p = arg;
+
+  p->r = p->conditional ?
+    objstore_put_if (p->os, p->key, p->data, p->len, NULL, NULL) :
+    objstore_put (p->os, p->key, p->data, p->len, NULL);
+  p->done = now ();
+  return NULL;
+}
+
+/* A PUT held by the proxy (stall: it has the whole request and waits
+ * before it forwards it) when the deadline passes, or when the fence is
+ * closed: aborted at once, -ENOLCK.  The proxy had the complete request,
+ * so it still forwards it when its stall ends: "may have landed", as
+ * -ENOLCK says.  test_fence_hold shows a body that never completes.
+ */
+static void
+test_fence_stall (void)
+{
+  char prefix[192];
+  struct objstore *os;
+  struct cs_fence f;
+  struct bg_put bg;
+  pthread_t t;
+  uint64_t fenced0;
+  double t0, el;
+  int r;
+
+  printf ("a PUT stalled by the proxy is aborted by the fence\n");
+  snprintf (prefix, sizeof prefix, "%s/fence-stall", run_prefix);
+  os = open_store_at (proxy_url, prefix, 4, 20, 20);
+  cs_fence_init (&f, CS_FENCE_NONE);
+  objstore_set_fence (os, &f);
+  fenced0 = fenced_count (os);
+
+  proxy_rule ("mode=stall&delay=8&method=PUT");
+  stalls_end = now () + 8 + 10;
+  fence_in (&f, 1.0);
+  t0 = now ();
+  r = objstore_put (os, "stalled", "data", 4, NULL);
+  el = now () - t0;
+  printf ("  deadline in 1 s: %s after %.2f s (the stall is 8 s)\n",
+          strerror (-r), el);
+  CHECK_EQ (r, -ENOLCK);
+  CHECK (el >= 0.9 && el < 2);
+  CHECK_EQ (fenced_count (os) - fenced0, 1);
+  CHECK (unit_logged ("aborted under way"));
+
+  /* Closed while under way, with no deadline: the progress callback. */
+  cs_fence_set (&f, CS_FENCE_NONE);
+  memset (&bg, 0, sizeof bg);
+  bg = (struct bg_put) { .os = os, .key = "stalled-2", .data = "x", .len = 1,
+                         .conditional = true };
+  pthread_create (&t, NULL, bg_put_thread, &bg);
+  sleep (1);
+  t0 = now ();
+  cs_fence_close (&f);
+  pthread_join (t, NULL);
+  el = bg.done - t0;
+  printf ("  fence closed under way: %s %.3f s later\n", strerror (-bg.r),
+          el);
+  CHECK_EQ (bg.r, -ENOLCK);
+  CHECK (el < 0.5);
+  CHECK_EQ (fenced_count (os) - fenced0, 2);
+
+  proxy_rule ("mode=none");
+  objstore_close (os);
+}
+
+/* The stub stops reading a large body for 5 s: when the deadline passes
+ * in between, the request is aborted (RST) before its last bytes were
+ * handed out, so the server never acts on it, even once it reads again.
+ */
+static void
+test_fence_hold (void)
+{
+  char prefix[192];
+  struct objstore *os, *direct;
+  struct cs_fence f;
+  struct cs_buf b = CS_BUF_INIT;
+  size_t big_len = 32 << 20;
+  char *big = malloc (big_len);
+  long incomplete0, forwarded0;
+  double t0, el;
+  int r;
+
+  printf ("a held body is never completed after the deadline\n");
+  memset (big, 'N', big_len);
+  snprintf (prefix, sizeof prefix, "%s/fence-hold", run_prefix);
+  os = open_store_at (stub_url, prefix, 4, 20, 20);
+  direct = open_store (prefix);
+  CHECK_EQ (objstore_put (direct, "hold/obj", "old", 3, NULL), 0);
+  cs_fence_init (&f, CS_FENCE_NONE);
+  objstore_set_fence (os, &f);
+  incomplete0 = stub_stat ("incomplete");
+  forwarded0 = stub_stat ("forwarded");
+
+  fence_in (&f, 1.0);
+  t0 = now ();
+  r = objstore_put (os, "hold/obj", big, big_len, NULL);
+  el = now () - t0;
+  printf ("  %s after %.2f s (the stub holds the body for 5 s)\n",
+          strerror (-r), el);
+  CHECK_EQ (r, -ENOLCK);
+  CHECK (el < 2.5);
+  CHECK (unit_logged ("did not land"));
+
+  /* The stub reads again after 5 s: an incomplete body, not forwarded. */
+  sleep (6);
+  CHECK_EQ (stub_stat ("incomplete") - incomplete0, 1);
+  CHECK_EQ (stub_stat ("forwarded") - forwarded0, 0);
+  CHECK_EQ (objstore_get (direct, "hold/obj", big_len, &b, NULL), 0);
+  CHECK (body_is (&b, "old", 3));
+
+  objstore_close (os);
+  CHECK_EQ (empty_store (direct), 0);
+  objstore_close (direct);
+  cs_buf_free (&b);
+  free (big);
+}
+
+/* ----------------------------------------------------------- sibling */
+
+/* Every handle of the store is stuck in a stalled PUT: the sibling (its
+ * own connection, no fence) still answers at once, and either can be
+ * closed first.
+ */
+static void
+test_sibling (void)
+{
+  char prefix[192];
+  struct objstore *os, *sib = NULL, *sib2 = NULL;
+  struct objstore_info info;
+  struct cs_fence f;
+  struct cs_buf b = CS_BUF_INIT;
+  struct bg_put bg[2];
+  pthread_t t[2];
+  double t0, el;
+
+  printf ("the sibling answers while every handle of the store is busy\n");
+  snprintf (prefix, sizeof prefix, "%s/sibling", run_prefix);
+  os = open_store_at (proxy_url, prefix, 2, 20, 20);
+  CHECK_EQ (objstore_sibling (os, &sib), 0);
+  CHECK (sib != NULL);
+  if (sib == NULL) {
+    objstore_close (os);
+    return;
+  }
+  /* No fence on the sibling, whatever the store's. */
+  cs_fence_init (&f, CS_FENCE_NONE);
+  objstore_set_fence (os, &f);
+
+  proxy_rule ("mode=stall&delay=6&method=PUT&path=/stalled/");
+  stalls_end = now () + 6 + 10;
+  for (int i = 0; i < 2; ++i) {
+    bg[i] = (struct bg_put) { .os = os, .key = i ? "stalled/1" : "stalled/0",
+                              .data = "data", .len = 4 };
+    pthread_create (&t[i], NULL, bg_put_thread, &bg[i]);
+  }
+  sleep (1);
+  cs_fence_close (&f);          /* fences os, not the sibling */
+  t0 = now ();
+  /* A renewal: a get, then a conditional put. */
+  CHECK_EQ (objstore_put_if (sib, "lock", "v1", 2, NULL, &info), 0);
+  CHECK_EQ (objstore_get (sib, "lock", 1024, &b, &info), 0);
+  CHECK (body_is (&b, "v1", 2));
+  CHECK_EQ (objstore_put_if (sib, "lock", "v2", 2, info.etag, &info), 0);
+  el = now () - t0;
+  printf ("  three requests of the sibling in %.2f s\n", el);
+  CHECK (el < 2);
+  for (int i = 0; i < 2; ++i) {
+    pthread_join (t[i], NULL);
+    CHECK_EQ (bg[i].r, -ENOLCK);
+  }
+  proxy_rule ("mode=none");
+
+  /* Independent: a sibling of the sibling; close the original first. */
+  CHECK_EQ (objstore_sibling (sib, &sib2), 0);
+  objstore_close (os);
+  CHECK_EQ (objstore_get (sib, "lock", 1024, &b, NULL), 0);
+  CHECK (body_is (&b, "v2", 2));
+  objstore_close (sib);
+  if (sib2) {
+    CHECK_EQ (objstore_get (sib2, "lock", 1024, &b, NULL), 0);
+    CHECK_EQ (empty_store (sib2), 0);
+    objstore_close (sib2);
+  }
+  cs_buf_free (&b);
+}
+
+/* --------------------------------------------------------- ambiguity */
+
+/* The first attempt of a PUT is forwarded (it lands) but its answer is
+ * dropped; every retry gets 503 until the budget is spent.  A 503 says
+ * nothing about the first attempt: the outcome is unknown, -ETIMEDOUT,
+ * not -EIO.  The proxy holds one rule at a time: the drop rule is
+ * replaced by the 503 one as soon as the proxy has decided to drop (it
+ * counts the fault when the request arrives, before it reads the 8 MiB
+ * body and forwards it, so well before any retry).
+ */
+static void
+test_ambiguous_put (void)
+{
+  char prefix[192];
+  struct objstore *os, *direct;
+  struct cs_buf b = CS_BUF_INIT;
+  size_t big_len = 8 << 20;
+  char *big = malloc (big_len);
+  struct bg_put bg;
+  pthread_t t;
+  double t0;
+  long drops0 = proxy_stat ("fault:drop"), e503_0 = proxy_stat ("fault:503");
+
+  printf ("a dropped answer, then 503s: the outcome is unknown\n");
+  memset (big, 'A', big_len);
+  snprintf (prefix, sizeof prefix, "%s/ambiguous", run_prefix);
+  os = open_store_at (proxy_url, prefix, 4, 3, 20);
+  direct = open_store (prefix);
+
+  proxy_rule ("mode=drop&count=1&method=PUT&path=/ambig/");
+  bg = (struct bg_put) { .os = os, .key = "ambig/obj", .data = big,
+                         .len = big_len };
+  pthread_create (&t, NULL, bg_put_thread, &bg);
+  t0 = now ();
+  while (proxy_stat ("fault:drop") == drops0 && now () - t0 < 10)
+    ;
+  proxy_rule ("mode=503&method=PUT&path=/ambig/");
+  pthread_join (t, NULL);
+  printf ("  put: %s after %.1f s, %ld 503s\n", strerror (-bg.r),
+          bg.done - t0, proxy_stat ("fault:503") - e503_0);
+  CHECK_EQ (bg.r, -ETIMEDOUT);
+  CHECK (proxy_stat ("fault:503") - e503_0 >= 1);
+  CHECK (unit_logged ("outcome unknown") && unit_logged ("ambig/obj") &&
+         unit_logged ("HTTP 503"));
+  proxy_rule ("mode=none");
+
+  /* And it did land. */
+  CHECK_EQ (objstore_get (direct, "ambig/obj", big_len, &b, NULL), 0);
+  CHECK (body_is (&b, big, big_len));
+
+  objstore_close (os);
+  CHECK_EQ (empty_store (direct), 0);
+  objstore_close (direct);
+  cs_buf_free (&b);
+  free (big);
+}
+
+/* ----------------------------------------------------------- listing */
+
+/* A server that answers a truncated page with a token seen before, or
+ * with none: list fails with -EIO instead of looping for ever (the alarm
+ * ends the test if it does loop).
+ */
+static void
+test_list_loops (void)
+{
+  static const char *const prefixes[] = {
+    "loop-token/", "cycle-token/", "no-token/",
+  };
+  char prefix[192];
+  struct objstore *os;
+  struct listing l = { 0 };
+  long pages0;
+
+  printf ("listings that repeat their continuation token fail\n");
+  snprintf (prefix, sizeof prefix, "%s/list-loop", run_prefix);
+  os = open_store_at (stub_url, prefix, 2, 5, 10);
+  alarm (60);
+  for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; ++i) {
+    pages0 = stub_stat ("list_pages");
+    CHECK_EQ (objstore_list (os, prefixes[i], collect, &l), -EIO);
+    printf ("  %s: %ld pages, %zu keys; %s\n", prefixes[i],
+            stub_stat ("list_pages") - pages0, l.n, unit_last_log);
+    CHECK (unit_logged (stub_url) && unit_logged (prefixes[i]));
+    CHECK (stub_stat ("list_pages") - pages0 <= 3);
+    listing_free (&l);
+  }
+  alarm (0);
+  objstore_close (os);
+}
+
+/* ------------------------------------------------------ idle timeout */
+
+/* request_timeout is an idle limit: an answer the stub trickles for 4 s
+ * (64 bytes every 0.25 s) gets through a 1 s request timeout; a silent
+ * one is aborted after about 1 s.
+ */
+static void
+test_idle_timeout (void)
+{
+  char prefix[192];
+  struct objstore *os;
+  struct cs_buf b = CS_BUF_INIT;
+  double t0, el;
+  int r;
+
+  printf ("request timeout: slow answers finish, silent ones do not\n");
+  snprintf (prefix, sizeof prefix, "%s/idle", run_prefix);
+  os = open_store_at (stub_url, prefix, 2, -1, 1);
+
+  t0 = now ();
+  r = objstore_get (os, "trickle/obj", 1 << 20, &b, NULL);
+  el = now () - t0;
+  printf ("  trickled answer: %s, %zu bytes in %.2f s\n",
+          r == 0 ? "ok" : strerror (-r), b.len, el);
+  CHECK_EQ (r, 0);
+  CHECK_EQ (b.len, 16 * 64);
+  CHECK (el > 3.5);
+
+  t0 = now ();
+  r = objstore_get (os, "silent/obj", 1 << 20, &b, NULL);
+  el = now () - t0;
+  printf ("  silent answer: %s after %.2f s\n", strerror (-r), el);
+  CHECK_EQ (r, -ETIMEDOUT);
+  CHECK (el > 0.9 && el < 2.5);
+  CHECK (unit_logged ("no byte moved"));
+
+  objstore_close (os);
+  cs_buf_free (&b);
+}
+
 int
 main (void)
 {
@@ -558,6 +1114,8 @@ main (void)
   secret_key = getenv ("S3_SECRET_KEY");
   bucket = getenv ("S3_BUCKET");
   region = getenv ("S3_REGION");
+  proxy_url = getenv ("S3_PROXY_URL");
+  stub_url = getenv ("S3_STUB_URL");
   if (!endpoint || !*endpoint || !access_key || !secret_key || !bucket) {
     printf ("test-objstore-s3: SKIP: set S3_ENDPOINT, S3_ACCESS_KEY, "
             "S3_SECRET_KEY and S3_BUCKET (tests/test-s3-store.sh does)\n");
@@ -593,7 +1151,36 @@ main (void)
   test_prefixes ();
   test_open_errors ();
 
-  /* Leave nothing behind. */
+  if (proxy_url && *proxy_url) {
+    test_fence_closed ();
+    test_fence_retries ();
+    test_fence_stall ();
+    test_sibling ();
+    test_ambiguous_put ();
+  }
+  else
+    printf ("SKIP: the tests through the fault proxy (set S3_PROXY_URL)\n");
+  if (stub_url && *stub_url) {
+    test_fence_hold ();
+    test_list_loops ();
+    test_idle_timeout ();
+  }
+  else
+    printf ("SKIP: the tests through the stub (set S3_STUB_URL)\n");
+
+  /* Leave nothing behind, also what the proxy forwarded late. */
+  if (stalls_end > now ()) {
+    printf ("waiting %.0f s for the stalled requests to land\n",
+            stalls_end - now ());
+    while (now () < stalls_end)
+      usleep (100000);
+  }
+  {
+    struct objstore *all = open_store (run_prefix);
+
+    CHECK_EQ (empty_store (all), 0);
+    objstore_close (all);
+  }
   CHECK_EQ (empty_store (os), 0);
   CHECK_EQ (list_sorted (os, "", &l), 0);
   CHECK_EQ (l.n, 0);
