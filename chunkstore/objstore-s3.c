@@ -31,12 +31,13 @@
  * DELETE, POST ?delete) checks the store's fence before each attempt,
  * retries and the attempt after a backoff sleep included, and gives up
  * with -ENOLCK when it is past; it is never retried after that.  Within an
- * attempt the fence is enforced three ways:
- *   - curl's whole-transfer timeout (otherwise unset, see above) is the
- *     time left before the deadline;
+ * attempt the fence is enforced two ways:
  *   - the progress callback aborts the transfer once the fence is past or
- *     closed (the lock closes it when it fences itself: a transfer under
- *     way stops within POLL_MS);
+ *     closed, checked against the deadline as it is at that moment, at
+ *     least every POLL_MS (the lock closes it when it fences itself: a
+ *     transfer under way stops within POLL_MS).  Not by a fixed curl
+ *     timeout taken at the start: renewals move the deadline on, and a
+ *     long upload may go on as long as they do;
  *   - bodies go through a read callback, which checks the fence again
  *     before it hands curl the last bytes of the body.  A server does not
  *     act on a request whose body is incomplete, so a process frozen
@@ -848,22 +849,15 @@ attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
   }
 
   /* timeout is an idle limit (xferinfo_cb): no limit on the whole
-   * transfer, unless the fence sets one.
+   * transfer.  Nor does the fence set one: its deadline moves on with
+   * every renewal, so a fixed timeout taken from it now would cut a long
+   * upload that the lock keeps allowing.  xferinfo_cb checks the deadline
+   * as it is at every call, at least every POLL_MS, and read_cb before the
+   * last bytes of the body.
    */
   timeout_ms = 0;
   connect_ms = (long) ((timeout < CONNECT_TIMEOUT ?
                         timeout : CONNECT_TIMEOUT) * 1000) + 1;
-  if (c->mutating && cs_fence_deadline (c->fence) != CS_FENCE_NONE) {
-    /* Not a moment past the deadline (the callbacks do the rest). */
-    int64_t left_ms = cs_fence_left (c->fence) / 1000000 + 1;
-
-    if (left_ms < 1)
-      left_ms = 1;              /* 0 would mean no limit */
-    timeout_ms = left_ms < LONG_MAX ? (long) left_ms : LONG_MAX;
-    c->fence_timeout = true;
-    if (left_ms < connect_ms)
-      connect_ms = (long) left_ms;
-  }
 
   /* Reset keeps the live connection, the DNS and TLS session caches. */
   curl_easy_reset (h);

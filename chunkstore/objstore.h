@@ -233,7 +233,9 @@ struct objstore_s3_params {
   double retry_time;            /* seconds one operation may spend retrying
                                    transient failures; 0: 60; < 0: never
                                    retry */
-  double request_timeout;       /* seconds one HTTP request may take; 0: 30 */
+  double request_timeout;       /* seconds an HTTP request may go without
+                                   a byte moving either way (not a limit
+                                   on the whole transfer); 0: 30 */
 };
 
 /* Check the parameters and credentials, then that the bucket answers (a
