@@ -606,8 +606,8 @@ refuse (const struct lock_holder *h, bool valid, int64_t age, unsigned lease)
 
   if (age >= 0)
     snprintf (wait, sizeof wait, " (in about %" PRId64 " s)",
-              (int64_t) holder_lease + 1 - age > 0
-              ? (int64_t) holder_lease + 1 - age : 1);
+              (int64_t) holder_lease + LOCK_TAKE_MARGIN + 1 - age > 0
+              ? (int64_t) holder_lease + LOCK_TAKE_MARGIN + 1 - age : 1);
   if (valid)
     lock_describe (h, age, desc, sizeof desc);
   else

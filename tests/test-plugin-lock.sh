@@ -136,7 +136,7 @@ check "refused while its lock is fresh"
 nbdkit_refuses "the volume is in use: .*start again when the lease has run out" \
     $store lease=3
 check "taken over once stale (by the store's clock)"
-sleep 4.5
+sleep 6     # age > lease + 1 s (LOCK_TAKE_MARGIN), whole seconds
 start_nbdkit "$sock" $store lease=3
 grep -q "took over the stale lock of host" "${_nbdkit_log[$sock]}" ||
     fail "no message about the takeover"

@@ -438,7 +438,7 @@ cmd_unlock (int argc, char **argv)
                     "that nbdkit (it removes its lock when it stops); if it "
                     "is gone, wait about %" PRId64 " s for the lease to run "
                     "out, or add --force", age, h.lease,
-                    (int64_t) h.lease + 1 - age);
+                    (int64_t) h.lease + LOCK_TAKE_MARGIN + 1 - age);
       else
         tool_error ("not removed: the holder may be alive (the store did "
                     "not say when the lock was last renewed): stop that "
