@@ -259,6 +259,29 @@ write_superblock (struct cs_volume *v, const char *if_match)
   if (r == 0)
     r = objstore_put_if (v->os, CS_SUPERBLOCK_KEY, sb.data, sb.len,
                          if_match, &info);
+  if (r == -ETIMEDOUT) {
+    /* The outcome is unknown (rule 9): settle it by reading back.  Our
+     * exact text there means it landed.  (The superblock's created= and
+     * volume-id make a create's text unique to us.)
+     */
+    struct cs_buf back = CS_BUF_INIT;
+    int r2 = objstore_get (v->os, CS_SUPERBLOCK_KEY, 65536, &back, &info);
+
+    if (r2 == 0 && back.len == sb.len &&
+        memcmp (back.data, sb.data, sb.len) == 0) {
+      cs_debug ("write %s: the answer was lost, but it landed",
+                CS_SUPERBLOCK_KEY);
+      r = 0;
+    }
+    else if (r2 == 0 || r2 == -ENOENT)
+      cs_error ("write %s: the answer was lost and it did not land: try "
+                "again", CS_SUPERBLOCK_KEY);
+    else
+      cs_error ("write %s: the answer was lost and reading it back failed "
+                "too: whether it landed is unknown; try again",
+                CS_SUPERBLOCK_KEY);
+    cs_buf_free (&back);
+  }
   cs_buf_free (&sb);
   if (r == 0)
     memcpy (v->etag, info.etag, sizeof v->etag);

@@ -11,6 +11,18 @@
  * the plugin's callback puts the cache into its sticky failed state.
  * The object's text format is in docs/FORMAT.md ("The lock object").
  *
+ * The invariant (docs/FORMAT.md, "The write deadline"): no request of the
+ * holder that can change a chunk or the superblock is in flight after
+ *     sent + lease - lease/3        (holder's CLOCK_BOOTTIME)
+ * where sent is when its last successful renewal was sent: the lock's
+ * fence (lock_fence, fence.h) carries that deadline to the store, which
+ * checks it before every attempt and aborts transfers under way when it
+ * passes or the lock fences; and a taker writes nothing before the
+ * store's clock says last-modified + lease + LOCK_TAKE_MARGIN.  Clock
+ * assumptions: the two clocks' rates differ by much less than a third;
+ * the holder's clock counts suspends (CLOCK_BOOTTIME, here); the taker
+ * trusts only the store's Date and Last-Modified (is_stale in lock.c).
+ *
  * All functions return 0 or a negative errno and log one line on failure.
  */
 #ifndef S3CHUNK_LOCK_H

@@ -147,6 +147,36 @@ main (void)
   open_vol (os, 0, 0, -1, -EIO);
   CHECK (unit_logged ("format version 2"));
 
+  /* A superblock write whose answer is lost (rule 9) is settled by
+   * reading it back: landed means done, for a create and for a grow; one
+   * that did not land is a failure, and the volume keeps its size.
+   */
+  {
+    char *dir2 = unit_tmpdir ();
+    struct objstore *inner2, *f;
+
+    CHECK_EQ (objstore_dir_open (dir2, false, &inner2), 0);
+    CHECK_EQ (objstore_fault_wrap (inner2, &f), 0);
+    objstore_fault_set (f, FAULT_OP_PUT_IF, FAULT_LAND_TIMEOUT, 0, 0, 1);
+    v = open_vol (f, 4 * CHUNK, CHUNK, 1, 0);
+    CHECK_EQ (objstore_fault_count (f), 1);
+    objstore_fault_set (f, FAULT_OP_PUT_IF, FAULT_LAND_TIMEOUT, 0, 0, 1);
+    CHECK_EQ (cs_volume_grow (v, 8 * CHUNK), 0);
+    CHECK_EQ (v->size, 8 * CHUNK);
+    /* The etag read back is the one the next conditional write needs. */
+    CHECK_EQ (cs_volume_grow (v, 9 * CHUNK), 0);
+    objstore_fault_set (f, FAULT_OP_PUT_IF, FAULT_FAIL, -ETIMEDOUT, 0, 1);
+    CHECK_EQ (cs_volume_grow (v, 12 * CHUNK), -ETIMEDOUT);
+    CHECK (unit_logged ("did not land"));
+    CHECK_EQ (v->size, 9 * CHUNK);
+    cs_volume_close (v);
+    v = open_vol (f, 0, 0, -1, 0);
+    CHECK_EQ (v->size, 9 * CHUNK);
+    cs_volume_close (v);
+    objstore_close (f);
+    unit_rmdir (dir2);
+  }
+
   cs_buf_free (&scratch);
   cs_buf_free (&b);
   codec_ctx_free (ctx);
