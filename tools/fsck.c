@@ -155,7 +155,8 @@ worker (void *arg)
       add_problem (j, key, P_UNREADABLE, msg[0] ? msg : strerror (-r));
     else {
       __atomic_add_fetch (&j->bytes, obj.len, __ATOMIC_RELAXED);
-      r = codec_decode (ctx, v->volume_id, idx, key, obj.data, obj.len,
+      r = codec_decode (ctx, crypt_codec_key (v->crypt), v->volume_id, idx,
+                        key, obj.data, obj.len,
                         plain, v->chunk_size);
       if (r < 0)
         add_problem (j, key, P_CORRUPT, msg);
