@@ -49,7 +49,8 @@ store_fetch ()
     mkdir -p "$dest"
     if store_is_s3; then
         pfx=$(_obj_s3_prefix "$name")
-        _obj_curl "$(_obj_s3_base)?list-type=2&max-keys=1000&prefix=$pfx" |
+        # The query is signed as sent: encode the prefix's slashes.
+        _obj_curl "$(_obj_s3_base)?list-type=2&max-keys=1000&prefix=${pfx//\//%2F}" |
             grep -o '<Key>[^<]*</Key>' | sed 's/<Key>//; s/<\/Key>//' |
             while read -r k; do
                 mkdir -p "$dest/$(dirname "${k#"$pfx"}")"
