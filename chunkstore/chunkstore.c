@@ -9,6 +9,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "chunkstore.h"
 #include "cleanup.h"
 #include "log.h"
@@ -22,7 +24,8 @@
 int
 cs_superblock_format (const struct cs_volume *v, struct cs_buf *out)
 {
-  char text[1024], id[2 * CODEC_VOLUME_ID_SIZE + 1];
+  char text[2048], id[2 * CODEC_VOLUME_ID_SIZE + 1];
+  const struct cs_crypt *c = v->crypt;
   int n, i;
 
   for (i = 0; i < CODEC_VOLUME_ID_SIZE; ++i)
@@ -36,8 +39,38 @@ cs_superblock_format (const struct cs_volume *v, struct cs_buf *out)
                 "codec=%s\n"
                 "level=%d\n"
                 "created=%" PRId64 "\n",
-                CS_SUPERBLOCK_VERSION, id, v->size, v->chunk_size,
+                c ? CS_SUPERBLOCK_VERSION_ENCRYPTED : CS_SUPERBLOCK_VERSION,
+                id, v->size, v->chunk_size,
                 v->level ? "zstd" : "none", v->level, v->created);
+  if (c) {
+    char salt[2 * CRYPT_SALT_SIZE + 1], check[2 * CRYPT_CHECK_SIZE + 1];
+    char wrapped[2 * CRYPT_WRAPPED_SIZE + 1], mac[2 * CRYPT_MAC_SIZE + 1];
+    uint8_t m[CRYPT_MAC_SIZE];
+    int r;
+
+    crypt_hex (c->salt, sizeof c->salt, salt);
+    crypt_hex (c->key_check, sizeof c->key_check, check);
+    crypt_hex (c->wrapped, sizeof c->wrapped, wrapped);
+    n += snprintf (text + n, sizeof text - n, "encryption=aes-256-gcm\n");
+    if (c->kdf == CRYPT_KDF_SCRYPT)
+      n += snprintf (text + n, sizeof text - n,
+                     "kdf=scrypt\nkdf-salt=%s\nkdf-n=%" PRIu64 "\n"
+                     "kdf-r=%" PRIu32 "\nkdf-p=%" PRIu32 "\n",
+                     salt, c->scrypt_n, c->scrypt_r, c->scrypt_p);
+    else
+      n += snprintf (text + n, sizeof text - n, "kdf=none\n");
+    n += snprintf (text + n, sizeof text - n,
+                   "key-check=%s\nwrapped-key=%s\n", check, wrapped);
+    /* The MAC covers every byte before its own line. */
+    r = crypt_superblock_mac (c, text, n, m);
+    if (r < 0) {
+      cs_error ("write superblock: the volume is encrypted and no key was "
+                "given: give key=+FILE");
+      return r;
+    }
+    crypt_hex (m, sizeof m, mac);
+    n += snprintf (text + n, sizeof text - n, "mac=%s\n", mac);
+  }
   out->len = 0;
   return cs_buf_append (out, text, n);
 }
@@ -52,6 +85,77 @@ hexval (char c)
 
 #define BADSB(...) do { cs_error (__VA_ARGS__); return -EIO; } while (0)
 
+/* The fields of format version 2 (docs/FORMAT.md, "Encryption"): 0 taken,
+ * 1 not one of them, -EIO bad (logged).  The seen bits are those of
+ * cs_superblock_parse.
+ */
+static int
+parse_crypt_field (const char *key, const char *k, const char *val,
+                   struct cs_crypt *c, unsigned *seen)
+{
+  uint64_t u;
+
+  if (strcmp (k, "encryption") == 0) {
+    if (strcmp (val, "aes-256-gcm") != 0)
+      BADSB ("read %s: unknown encryption \"%s\": use a newer s3chunk",
+             key, val);
+    *seen |= 64;
+  }
+  else if (strcmp (k, "kdf") == 0) {
+    if (strcmp (val, "scrypt") == 0)
+      c->kdf = CRYPT_KDF_SCRYPT;
+    else if (strcmp (val, "none") == 0)
+      c->kdf = CRYPT_KDF_NONE;
+    else
+      BADSB ("read %s: unknown kdf \"%s\": use a newer s3chunk", key, val);
+    *seen |= 128;
+  }
+  else if (strcmp (k, "kdf-salt") == 0) {
+    if (crypt_unhex (val, c->salt, sizeof c->salt) < 0)
+      BADSB ("read %s: bad kdf-salt", key);
+    *seen |= 256;
+  }
+  else if (strcmp (k, "kdf-n") == 0) {
+    /* Bounded: a forged superblock must not make a start use gigabytes. */
+    if (params_parse_uint (val, CRYPT_SCRYPT_N_MIN, CRYPT_SCRYPT_N_MAX,
+                           &u) < 0 || (u & (u - 1)))
+      BADSB ("read %s: bad kdf-n \"%s\": expected a power of two from "
+             "2^14 to 2^20", key, val);
+    c->scrypt_n = u;
+    *seen |= 512;
+  }
+  else if (strcmp (k, "kdf-r") == 0) {
+    if (params_parse_uint (val, 1, CRYPT_SCRYPT_R_MAX, &u) < 0)
+      BADSB ("read %s: bad kdf-r \"%s\"", key, val);
+    c->scrypt_r = u;
+    *seen |= 1024;
+  }
+  else if (strcmp (k, "kdf-p") == 0) {
+    if (params_parse_uint (val, 1, CRYPT_SCRYPT_P_MAX, &u) < 0)
+      BADSB ("read %s: bad kdf-p \"%s\"", key, val);
+    c->scrypt_p = u;
+    *seen |= 2048;
+  }
+  else if (strcmp (k, "key-check") == 0) {
+    if (crypt_unhex (val, c->key_check, sizeof c->key_check) < 0)
+      BADSB ("read %s: bad key-check", key);
+    *seen |= 4096;
+  }
+  else if (strcmp (k, "wrapped-key") == 0) {
+    if (crypt_unhex (val, c->wrapped, sizeof c->wrapped) < 0)
+      BADSB ("read %s: bad wrapped-key", key);
+    *seen |= 8192;
+  }
+  else if (strcmp (k, "mac") == 0) {
+    if (crypt_unhex (val, c->mac, sizeof c->mac) < 0)
+      BADSB ("read %s: bad mac", key);
+    *seen |= 16384;
+  }
+  else
+    return 1;
+  return 0;
+}
+
 int
 cs_superblock_parse (const char *key, const void *data, size_t len,
                      struct cs_volume *v)
@@ -61,14 +165,23 @@ cs_superblock_parse (const char *key, const void *data, size_t len,
   unsigned seen = 0;
   int version = -1;
   enum { F_ID = 1, F_SIZE = 2, F_CHUNK = 4, F_CODEC = 8, F_LEVEL = 16,
-         F_CREATED = 32, F_ALL = 63 };
+         F_CREATED = 32, F_ALL = 63,
+         /* format-version 2: encryption */
+         F_ENC = 64, F_KDF = 128, F_SALT = 256, F_N = 512, F_R = 1024,
+         F_P = 2048, F_CHECK = 4096, F_WRAPPED = 8192, F_MAC = 16384,
+         F_SCRYPT = F_SALT | F_N | F_R | F_P,
+         F_ENC_ALL = F_ENC | F_KDF | F_CHECK | F_WRAPPED | F_MAC };
   bool zstd = false;
+  struct cs_crypt *c = NULL;
+  int r;
 
   if (len > SUPERBLOCK_MAX || memchr (data, '\0', len))
     BADSB ("read %s: not an s3chunk superblock (binary or too large)", key);
   text = strndup (data, len);
   if (text == NULL)
     return -ENOMEM;
+  crypt_free (v->crypt);
+  v->crypt = NULL;
   line = strtok_r (text, "\n", &save);
   if (line == NULL || strcmp (line, "s3chunk volume") != 0)
     BADSB ("read %s: not an s3chunk superblock (bad first line)", key);
@@ -77,6 +190,8 @@ cs_superblock_parse (const char *key, const void *data, size_t len,
     const char *k = line, *val;
     uint64_t u;
 
+    if (seen & F_MAC)
+      BADSB ("read %s: superblock has lines after its mac= line", key);
     if (eq == NULL)
       BADSB ("read %s: malformed superblock line \"%s\"", key, line);
     *eq = '\0';
@@ -85,10 +200,15 @@ cs_superblock_parse (const char *key, const void *data, size_t len,
       if (params_parse_uint (val, 0, 1000000, &u) < 0)
         BADSB ("read %s: bad format-version \"%s\"", key, val);
       version = u;
-      if (version != CS_SUPERBLOCK_VERSION)
+      if (version != CS_SUPERBLOCK_VERSION &&
+          version != CS_SUPERBLOCK_VERSION_ENCRYPTED)
         BADSB ("open volume: %s has format version %d, this s3chunk reads "
-               "version %d: use the s3chunk release that created it",
-               key, version, CS_SUPERBLOCK_VERSION);
+               "versions %d and %d: use the s3chunk release that created it",
+               key, version, CS_SUPERBLOCK_VERSION,
+               CS_SUPERBLOCK_VERSION_ENCRYPTED);
+      if (version == CS_SUPERBLOCK_VERSION_ENCRYPTED &&
+          (c = v->crypt = calloc (1, sizeof *c)) == NULL)
+        return -ENOMEM;
     }
     else if (version < 0)
       BADSB ("read %s: format-version must come first", key);
@@ -136,12 +256,29 @@ cs_superblock_parse (const char *key, const void *data, size_t len,
       v->created = u;
       seen |= F_CREATED;
     }
+    else if (c && (r = parse_crypt_field (key, k, val, c, &seen)) <= 0) {
+      if (r < 0)
+        return r;               /* logged */
+      /* The MAC covers the text up to its own line. */
+      if (strcmp (k, "mac") == 0)
+        c->mac_offset = k - text;
+    }
     else
       BADSB ("read %s: unknown superblock field \"%s\": use a newer s3chunk",
              key, k);
   }
-  if (seen != F_ALL)
+  if (c && (seen & F_KDF) && c->kdf == CRYPT_KDF_NONE) {
+    if (seen & F_SCRYPT)
+      BADSB ("read %s: kdf=none with scrypt parameters", key);
+    seen |= F_SCRYPT;           /* a raw key has no KDF parameters */
+  }
+  if ((seen & F_ALL) != F_ALL ||
+      (c && seen != (F_ALL | F_ENC_ALL | F_SCRYPT)))
     BADSB ("read %s: superblock is missing fields (truncated?)", key);
+  if (c && c->kdf == CRYPT_KDF_SCRYPT &&
+      128 * (uint64_t) c->scrypt_r * c->scrypt_n > CRYPT_SCRYPT_MAXMEM)
+    BADSB ("read %s: kdf-n=%" PRIu64 " with kdf-r=%" PRIu32 " needs more "
+           "than 2 GiB", key, c->scrypt_n, c->scrypt_r);
   if (zstd != (v->level > 0))
     BADSB ("read %s: codec and level disagree", key);
   for (v->chunk_shift = 0; (1u << v->chunk_shift) < v->chunk_size;
@@ -306,9 +443,25 @@ create_volume (struct cs_volume *v, const struct cs_volume_params *p)
        v->chunk_shift++)
     ;
   v->nchunks = (v->size + v->chunk_size - 1) >> v->chunk_shift;
-  cs_info ("creating volume: size %s, chunk size %" PRIu32 ", %s level %d",
+  if (p->encryption != CS_ENCRYPT_NONE && p->key) {
+    int r = crypt_create (v->volume_id, p->key, &v->crypt);
+    if (r < 0)
+      return r;
+  }
+  else if (p->key) {
+    cs_error ("create volume: a key was given with encryption=none: drop "
+              "one");
+    return -EINVAL;
+  }
+  else if (p->encryption == CS_ENCRYPT_AES256GCM) {
+    cs_error ("create volume: encryption=aes-256-gcm needs a key: give "
+              "key=+FILE");
+    return -EINVAL;
+  }
+  cs_info ("creating volume: size %s, chunk size %" PRIu32 ", %s level %d%s",
            params_format_size (v->size, s1, sizeof s1), v->chunk_size,
-           v->level ? "zstd" : "no compression", v->level);
+           v->level ? "zstd" : "no compression", v->level,
+           v->crypt ? ", encrypted (aes-256-gcm)" : "");
   return write_superblock (v, NULL);
 }
 
@@ -352,6 +505,64 @@ cs_volume_grow (struct cs_volume *v, uint64_t new_size)
   cs_info ("volume grown from %s to %s",
            params_format_size (old, s1, sizeof s1),
            params_format_size (new_size, s2, sizeof s2));
+  return 0;
+}
+
+int
+cs_volume_check_key (struct cs_volume *v, const struct cs_user_key *k,
+                     bool no_key_ok, const void *text, size_t len)
+{
+  if (v->crypt == NULL) {
+    /* A key says the user expects encryption: a superblock without it may
+     * be an attacker's way of turning it off.
+     */
+    if (k) {
+      cs_error ("open volume: a key was given (%s) but the volume is not "
+                "encrypted: refused, in case its superblock was replaced "
+                "to turn encryption off; leave the key out only if this "
+                "volume was created without one", k->source);
+      return -EACCES;
+    }
+    return 0;
+  }
+  if (k == NULL) {
+    if (no_key_ok)
+      return 0;
+    cs_error ("open volume: the volume is encrypted (aes-256-gcm, kdf %s): "
+              "give its key with key=+FILE, key=- (stdin) or key=-FD",
+              v->crypt->kdf == CRYPT_KDF_SCRYPT ? "scrypt" : "none");
+    return -EACCES;
+  }
+  return crypt_unlock (v->crypt, v->volume_id, k, text,
+                       v->crypt->mac_offset <= len ? v->crypt->mac_offset
+                       : len);
+}
+
+int
+cs_volume_rekey (struct cs_volume *v, const struct cs_user_key *k)
+{
+  struct cs_crypt old;
+  int r;
+
+  if (v->crypt == NULL || v->crypt->keys == NULL) {
+    cs_error ("rekey: %s", v->crypt ? "the current key is needed"
+              : "the volume is not encrypted (encryption is chosen when "
+              "it is created)");
+    return -EINVAL;
+  }
+  old = *v->crypt;
+  r = crypt_rewrap (v->crypt, v->volume_id, k);
+  if (r == 0)
+    r = write_superblock (v, v->etag);
+  if (r < 0) {
+    if (r == -EEXIST)
+      cs_error ("rekey: the superblock changed while we rewrote it: is "
+                "another process using this volume?");
+    *v->crypt = old;
+    OPENSSL_cleanse (&old, sizeof old);
+    return r == -EEXIST ? -EBUSY : r;
+  }
+  OPENSSL_cleanse (&old, sizeof old);
   return 0;
 }
 
@@ -401,7 +612,18 @@ cs_volume_open (struct objstore *os, const struct cs_volume_params *p,
     r = cs_superblock_parse (CS_SUPERBLOCK_KEY, sb.data, sb.len, v);
     if (r < 0)
       break;
-    if (p->chunk_size && p->chunk_size != v->chunk_size) {
+    r = cs_volume_check_key (v, p->key, false, sb.data, sb.len);
+    if (r < 0)
+      break;
+    if (p->encryption != CS_ENCRYPT_UNSET &&
+        (p->encryption == CS_ENCRYPT_AES256GCM) != (v->crypt != NULL)) {
+      cs_error ("encryption=%s differs from the volume's (%s), fixed when "
+                "it was created: leave encryption= out",
+                p->encryption == CS_ENCRYPT_NONE ? "none" : "aes-256-gcm",
+                v->crypt ? "aes-256-gcm" : "none");
+      r = -EINVAL;
+    }
+    else if (p->chunk_size && p->chunk_size != v->chunk_size) {
       cs_error ("chunk-size=%" PRIu32 " differs from the volume's chunk size "
                 "%" PRIu32 ", fixed when it was created: leave chunk-size= "
                 "out", p->chunk_size, v->chunk_size);
@@ -454,6 +676,7 @@ cs_volume_close (struct cs_volume *v)
 {
   if (v) {
     free (v->map);
+    crypt_free (v->crypt);
     free (v);
   }
 }
@@ -526,8 +749,13 @@ cs_chunk_read (struct cs_volume *v, struct codec_ctx *ctx, uint64_t idx,
     return -EIO;                /* larger than any chunk: not one (logged) */
   if (r < 0)
     return r;
-  return codec_decode (ctx, v->volume_id, idx, key, scratch->data,
-                       scratch->len, plain, v->chunk_size);
+  if (v->crypt && v->crypt->keys == NULL) {
+    cs_error ("read %s: the volume is encrypted and no key was given", key);
+    return -EACCES;
+  }
+  return codec_decode (ctx, crypt_codec_key (v->crypt), v->volume_id, idx,
+                       key, scratch->data, scratch->len, plain,
+                       v->chunk_size);
 }
 
 int
@@ -540,8 +768,12 @@ cs_chunk_write (struct cs_volume *v, struct codec_ctx *ctx, uint64_t idx,
   if (cs_is_zero (plain, v->chunk_size))
     return cs_chunk_delete_many (v, &idx, 1);
   cs_chunk_key (idx, key, sizeof key);
-  r = codec_encode (ctx, v->volume_id, idx, v->level, plain, v->chunk_size,
-                    scratch);
+  if (v->crypt && v->crypt->keys == NULL) {
+    cs_error ("write %s: the volume is encrypted and no key was given", key);
+    return -EACCES;
+  }
+  r = codec_encode (ctx, crypt_codec_key (v->crypt), v->volume_id, idx,
+                    v->level, plain, v->chunk_size, scratch);
   if (r < 0)
     return r;
   /* Maybe present from the moment the PUT may be sent (rule 8): if its

@@ -12,11 +12,13 @@
 
 #include "buf.h"
 #include "codec.h"
+#include "crypt.h"
 #include "objstore.h"
 
 #define CS_SUPERBLOCK_KEY "superblock"
 #define CS_CHUNK_PREFIX "chunks/"
 #define CS_SUPERBLOCK_VERSION 1
+#define CS_SUPERBLOCK_VERSION_ENCRYPTED 2
 
 #define CS_DEFAULT_CHUNK_SIZE (1024 * 1024)
 #define CS_MIN_CHUNK_SIZE (64 * 1024)
@@ -40,6 +42,12 @@ struct cs_volume_params {
   enum { CS_COMPRESS_UNSET, CS_COMPRESS_NONE, CS_COMPRESS_ZSTD } compress;
   bool readonly;                /* never write the superblock */
   bool create_only;             /* fail if the volume exists */
+  /* Encryption: chosen at creation (UNSET with a key means AES-256-GCM);
+   * when opening, a key is required for an encrypted volume and refused
+   * for a plain one (so a swapped superblock cannot turn it off).
+   */
+  enum { CS_ENCRYPT_UNSET, CS_ENCRYPT_NONE, CS_ENCRYPT_AES256GCM } encryption;
+  const struct cs_user_key *key;        /* NULL: no key given */
 };
 
 struct cs_volume {
@@ -52,6 +60,7 @@ struct cs_volume {
   int level;                    /* 0 = raw */
   int64_t created;              /* seconds since the epoch */
   char etag[128];               /* of the superblock we read or wrote */
+  struct cs_crypt *crypt;       /* NULL: not encrypted */
 
   uint64_t *map;                /* allocation bitmap, nchunks bits */
   bool map_loaded;
@@ -74,7 +83,27 @@ extern int cs_volume_grow (struct cs_volume *v, uint64_t new_size);
 
 extern void cs_volume_close (struct cs_volume *v);
 
-/* Serialise / parse a superblock (exposed for the unit tests and tools). */
+/* Replace the key that wraps the volume key of an open, unlocked,
+ * encrypted volume by k (new salt, new wrapped key, new MAC), rewriting
+ * the superblock only if it is unchanged since we read it.  The chunk
+ * objects stay as they are.  0 or -errno (logged).
+ */
+extern int cs_volume_rekey (struct cs_volume *v, const struct cs_user_key *k);
+
+/* Check the key of a volume whose superblock text was just parsed into v
+ * (by cs_superblock_parse): refuses a key for a plain volume, no key for
+ * an encrypted one (unless no_key_ok: then only headers can be checked),
+ * a wrong key, a superblock that fails authentication.  0 or -errno
+ * (logged).
+ */
+extern int cs_volume_check_key (struct cs_volume *v,
+                                const struct cs_user_key *k, bool no_key_ok,
+                                const void *text, size_t len);
+
+/* Serialise / parse a superblock (exposed for the unit tests and tools).
+ * An encrypted volume's superblock can be formatted only when unlocked
+ * (it carries a MAC); parse does not check the MAC (cs_volume_check_key).
+ */
 extern int cs_superblock_format (const struct cs_volume *v, struct cs_buf *out);
 extern int cs_superblock_parse (const char *key, const void *data, size_t len,
                                 struct cs_volume *v);

@@ -25,6 +25,7 @@
 
 #include "cache.h"
 #include "chunkstore.h"
+#include "crypt.h"
 #include "lock.h"
 #include "log.h"
 #include "objstore.h"
@@ -49,6 +50,9 @@ static struct {
   double upload_delay;
   unsigned readahead;
   double status_interval;       /* seconds; 0: only at exit */
+  int encryption;               /* CS_ENCRYPT_* */
+  bool key_set;                 /* key= given: the volume is encrypted */
+  struct cs_user_key key;       /* freed once the volume is open */
 } cfg = {
   .level = -1,
   .cache_size = DEFAULT_CACHE_SIZE,
@@ -398,6 +402,7 @@ static void
 s3chunk_unload (void)
 {
   store_params_free (&sp);
+  crypt_key_free (&cfg.key);
 }
 
 /* The store parameters; secrets follow nbdkit's password convention
@@ -492,6 +497,26 @@ s3chunk_config (const char *key, const char *value)
       BAD_PARAM (key, value, "seconds from 0 (only at exit) to 86400, "
                  "e.g. status-interval=5m");
   }
+  else if (strcmp (key, "key") == 0) {
+    /* +FILE, -FD or -: never a literal (nbdkit -v prints parameters). */
+    if (crypt_key_read (key, value, &cfg.key) < 0)
+      return -1;
+    cfg.key_set = true;
+  }
+  else if (strcmp (key, "key-format") == 0) {
+    enum crypt_key_format f;
+    if (crypt_key_format_parse (key, value, &f) < 0)
+      return -1;
+    cfg.key.format = f;
+  }
+  else if (strcmp (key, "encryption") == 0) {
+    if (strcmp (value, "aes-256-gcm") == 0)
+      cfg.encryption = CS_ENCRYPT_AES256GCM;
+    else if (strcmp (value, "none") == 0)
+      cfg.encryption = CS_ENCRYPT_NONE;
+    else
+      BAD_PARAM (key, value, "aes-256-gcm or none");
+  }
   else if (strcmp (key, "readahead") == 0) {
     if (params_parse_uint (value, 0, 1024, &u) < 0)
       BAD_PARAM (key, value, "a number of chunks from 0 to 1024");
@@ -519,6 +544,20 @@ s3chunk_config_complete (void)
    * line (lock=none was meant to be temporary, or force-unlock=true was
    * meant instead): refuse rather than guess which.
    */
+  if (cfg.encryption == CS_ENCRYPT_AES256GCM && !cfg.key_set) {
+    nbdkit_error ("encryption=aes-256-gcm needs a key: add key=+FILE "
+                  "(a passphrase, or 32 raw bytes with key-format=raw), "
+                  "key=- (stdin) or key=-FD");
+    return -1;
+  }
+  if (cfg.encryption == CS_ENCRYPT_NONE && cfg.key_set) {
+    nbdkit_error ("key= conflicts with encryption=none: drop one");
+    return -1;
+  }
+  if (cfg.key.format != CRYPT_FORMAT_UNSET && !cfg.key_set) {
+    nbdkit_error ("key-format= without key=: add key=+FILE");
+    return -1;
+  }
   if (lockcfg.none && lockcfg.force) {
     nbdkit_error ("force-unlock=true conflicts with lock=none (which takes "
                   "no lock to force): drop one");
@@ -538,6 +577,10 @@ s3chunk_config_complete (void)
   "upload-delay=SECS     Delay before uploading a partly written chunk (2).\n" \
   "readahead=N           Chunks fetched ahead of sequential reads (8).\n" \
   "status-interval=SECS  Log a status line this often, and at exit (300).\n" \
+  "encryption=aes-256-gcm|none  Encrypt chunks, at creation (with key=).\n" \
+  "key=+FILE|-|-FD       Key of an encrypted volume (never a literal).\n" \
+  "key-format=passphrase|raw  At creation: scrypt a passphrase (default)\n" \
+  "                      or use a 32-byte (or 64 hex digit) key as is.\n" \
   "lock=object|none      Take the volume lock (default object).\n" \
   "lease=SECS            Lock lease, renewed every third of it (60).\n" \
   "force-unlock=true     Take over the lock even if its holder looks alive."
@@ -662,7 +705,11 @@ s3chunk_get_ready (void)
   if (volume_lock_take () < 0)
     return -1;
   vp.readonly = read_only;
+  vp.encryption = cfg.encryption;
+  vp.key = cfg.key_set ? &cfg.key : NULL;
   r = cs_volume_open (store, &vp, &volume);
+  /* The volume holds the keys it derived: the user's key is not needed. */
+  crypt_key_free (&cfg.key);
   if (r < 0)
     goto fail;
   r = cs_map_load (volume);
@@ -674,9 +721,10 @@ s3chunk_get_ready (void)
     goto fail;
   }
   nbdkit_debug ("volume: size %" PRIu64 ", chunk size %" PRIu32
-                ", %" PRIu64 " chunk(s) stored, level %d",
+                ", %" PRIu64 " chunk(s) stored, level %d%s",
                 volume->size, volume->chunk_size, cs_map_count (volume),
-                volume->level);
+                volume->level, volume->crypt ? ", encrypted (aes-256-gcm)"
+                : "");
   return 0;
 
  fail:
@@ -689,6 +737,8 @@ s3chunk_get_ready (void)
 static int
 s3chunk_after_fork (void)
 {
+  /* Memory locks are not inherited across fork: lock the keys again. */
+  crypt_relock ();
   if (vlock && lock_start (vlock, fence_cache, cache) < 0) {
     volume_lock_drop ();
     return -1;

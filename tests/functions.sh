@@ -622,11 +622,14 @@ record_tree ()
           -printf '%y %m %n %U:%G %s %T@ %p -> %l\n' | sort ) > "$out.meta"
 }
 
-# run_e2e FSTYPE: the end-to-end test of a filesystem on the plugin.
+# run_e2e FSTYPE [PARAM...]: the end-to-end test of a filesystem on the
+# plugin; PARAMs go to every start of nbdkit (e.g. key=+FILE).  If the
+# test defines e2e_populate_extra, it is called with the tree's directory
+# after populate_tree (its files are checked like the others).
 run_e2e ()
 {
     local fstype=$1 sock fuse mnt disk n1 n2 before after i
-    local mkfs fsck
+    local mkfs fsck extra=("${@:2}")
     case $fstype in
     ext4) mkfs=(mkfs.ext4 -q -F); fsck=(e2fsck -f -n) ;;
     xfs)  mkfs=(mkfs.xfs -q -f);  fsck=(xfs_repair -n) ;;
@@ -647,7 +650,7 @@ run_e2e ()
     cleanup_fn unmount_fs "$mnt" "$disk"
 
     echo "=== $fstype: create, fill, record ==="
-    start_nbdkit "$sock" $(store_args vol) size=512M cache-size=64M \
+    start_nbdkit "$sock" $(store_args vol) "${extra[@]}" size=512M cache-size=64M \
         upload-delay=1
     start_nbdfuse "$sock" "$fuse"
     check "mkfs, mount -o loop"
@@ -655,6 +658,7 @@ run_e2e ()
     mount -o loop "$disk" "$mnt"
     check "write a tree of files"
     populate_tree "$mnt/tree"
+    ! declare -F e2e_populate_extra >/dev/null || e2e_populate_extra "$mnt/tree"
     sync
     if store_can_list; then
         n1=$(store_chunk_count vol)
@@ -691,7 +695,7 @@ run_e2e ()
     ! mountpoint -q "$fuse" || fail "$fuse is still mounted"
 
     echo "=== $fstype: restart, fsck, verify ==="
-    start_nbdkit "$sock" $(store_args vol) cache-size=64M
+    start_nbdkit "$sock" $(store_args vol) "${extra[@]}" cache-size=64M
     start_nbdfuse "$sock" "$fuse"
     check "${fsck[*]} finds the filesystem clean"
     "${fsck[@]}" "$disk"

@@ -129,7 +129,7 @@ main (void)
   /* Damaged superblocks are refused with the key named. */
   static const char *bad[] = {
     "garbage",
-    "s3chunk volume\nformat-version=2\n",
+    "s3chunk volume\nformat-version=3\n",
     "s3chunk volume\nformat-version=1\nsize=1024\n",
     "s3chunk volume\nformat-version=1\nvolume-id=00112233445566778899aabbccddeeff\n"
     "size=1024\nchunk-size=3000\ncodec=zstd\nlevel=1\ncreated=1\n",
@@ -145,7 +145,7 @@ main (void)
   }
   CHECK_EQ (objstore_put (os, "superblock", bad[1], strlen (bad[1]), NULL), 0);
   open_vol (os, 0, 0, -1, -EIO);
-  CHECK (unit_logged ("format version 2"));
+  CHECK (unit_logged ("format version 3"));
 
   /* A superblock write whose answer is lost (rule 9) is settled by
    * reading it back: landed means done, for a create and for a grow; one

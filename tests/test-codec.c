@@ -48,7 +48,7 @@ static int
 decode (const struct cs_buf *b, const uint8_t *id, uint64_t idx, size_t len)
 {
   memset (out, 0xAA, sizeof out);
-  return codec_decode (ctx, id, idx, "chunks/0000000000000007",
+  return codec_decode (ctx, NULL, id, idx, "chunks/0000000000000007",
                        b->data, b->len, out, len);
 }
 
@@ -69,7 +69,7 @@ test_round_trips (void)
   struct codec_header h;
 
   fill_text (plain, CHUNK, 1);
-  CHECK_EQ (codec_encode (ctx, vol, 7, 1, plain, CHUNK, &b), 0);
+  CHECK_EQ (codec_encode (ctx, NULL, vol, 7, 1, plain, CHUNK, &b), 0);
   CHECK (b.len < CHUNK / 4);          /* text compresses */
   CHECK_EQ (codec_peek_header (b.data, b.len, &h), 0);
   CHECK_EQ (h.codec, CODEC_ZSTD);
@@ -80,14 +80,14 @@ test_round_trips (void)
   CHECK (memcmp (plain, out, CHUNK) == 0);
 
   /* Level 0 stores raw. */
-  CHECK_EQ (codec_encode (ctx, vol, 7, 0, plain, CHUNK, &b), 0);
+  CHECK_EQ (codec_encode (ctx, NULL, vol, 7, 0, plain, CHUNK, &b), 0);
   CHECK_EQ (b.len, CHUNK + CODEC_HEADER_SIZE);
   CHECK_EQ (decode (&b, vol, 7, CHUNK), 0);
   CHECK (memcmp (plain, out, CHUNK) == 0);
 
   /* Incompressible data falls back to raw even at a high level. */
   fill_random (plain, CHUNK, 42);
-  CHECK_EQ (codec_encode (ctx, vol, 9, 19, plain, CHUNK, &b), 0);
+  CHECK_EQ (codec_encode (ctx, NULL, vol, 9, 19, plain, CHUNK, &b), 0);
   CHECK_EQ (codec_peek_header (b.data, b.len, &h), 0);
   CHECK_EQ (h.codec, CODEC_RAW);
   CHECK_EQ (decode (&b, vol, 9, CHUNK), 0);
@@ -96,7 +96,7 @@ test_round_trips (void)
   /* Every level decodes. */
   fill_text (plain, CHUNK, 3);
   for (int level = 1; level <= 19; level += 6) {
-    CHECK_EQ (codec_encode (ctx, vol, 1, level, plain, CHUNK, &b), 0);
+    CHECK_EQ (codec_encode (ctx, NULL, vol, 1, level, plain, CHUNK, &b), 0);
     CHECK_EQ (decode (&b, vol, 1, CHUNK), 0);
     CHECK (memcmp (plain, out, CHUNK) == 0);
   }
@@ -116,7 +116,7 @@ test_every_bit_flip (int level)
 
   fill_text (plain, len, 5);
   plain[100] = 0;
-  CHECK_EQ (codec_encode (ctx, vol, 3, level, plain, len, &b), 0);
+  CHECK_EQ (codec_encode (ctx, NULL, vol, 3, level, plain, len, &b), 0);
   for (size_t i = 0; i < b.len; ++i)
     for (int bit = 0; bit < 8; ++bit) {
       int r;
@@ -148,7 +148,7 @@ test_damage (void)
   struct cs_buf b = CS_BUF_INIT, c = CS_BUF_INIT;
 
   fill_text (plain, CHUNK, 9);
-  CHECK_EQ (codec_encode (ctx, vol, 7, 1, plain, CHUNK, &b), 0);
+  CHECK_EQ (codec_encode (ctx, NULL, vol, 7, 1, plain, CHUNK, &b), 0);
 
   /* Truncated at every interesting length. */
   for (size_t n = 0; n < b.len; n += n < 80 ? 1 : 997) {
@@ -178,10 +178,16 @@ test_damage (void)
   /* A newer format version, with a valid header checksum. */
   c.len = 0;
   cs_buf_append (&c, b.data, b.len);
-  c.data[8] = 2;
+  c.data[8] = 3;
   reseal (&c);
   CHECK_EQ (decode (&c, vol, 7, CHUNK), -EIO);
   CHECK (unit_logged ("newer s3chunk"));
+
+  /* Format version 2 (encrypted) in a volume without encryption. */
+  c.data[8] = 2;
+  reseal (&c);
+  CHECK_EQ (decode (&c, vol, 7, CHUNK), -EIO);
+  CHECK (unit_logged ("encrypted chunk object in a volume without"));
 
   /* An unknown codec. */
   c.len = 0;
@@ -207,7 +213,7 @@ test_damage (void)
          unit_logged ("shorter"));
 
   /* Raw payload whose content checksum does not match. */
-  CHECK_EQ (codec_encode (ctx, vol, 7, 0, plain, CHUNK, &c), 0);
+  CHECK_EQ (codec_encode (ctx, NULL, vol, 7, 0, plain, CHUNK, &c), 0);
   c.data[CODEC_HEADER_SIZE + 5] ^= 1;
   CHECK_EQ (decode (&c, vol, 7, CHUNK), -EIO);
   CHECK (unit_logged ("checksum of the content"));

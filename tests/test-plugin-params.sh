@@ -131,8 +131,8 @@ sb_refuses ()
     rm -rf "$sb"
     cp "$tmp/superblock.orig" "$sb"
 }
-sb_refuses 'superblock has format version 2.*reads version 1' \
-    sed -i 's/^format-version=1$/format-version=2/' "$sb"
+sb_refuses 'superblock has format version 3.*reads versions 1 and 2' \
+    sed -i 's/^format-version=1$/format-version=3/' "$sb"
 sb_refuses 'superblock.*format-version' \
     sed -i 's/^format-version=1$/format-version=x/' "$sb"
 sb_refuses 'superblock.*not an s3chunk superblock' \

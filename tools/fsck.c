@@ -39,6 +39,8 @@ const char fsck_usage[] =
   "chunk objects beyond the end of the volume, objects that are not\n"
   "s3chunk's, and leftovers of interrupted writes (lock-probe-* objects;\n"
   "with dir=, *.tmp-* files).  fsck only reports: it changes nothing.\n"
+  "An encrypted volume needs its key (key=+FILE or --key=+FILE) for every\n"
+  "object to be authenticated; without it only the headers are checked.\n"
   "A progress bar (rate, time left) is shown on a terminal; otherwise a\n"
   "line every 10 s ($S3CHUNK_PROGRESS_INTERVAL).\n"
   "\n"
@@ -153,9 +155,25 @@ worker (void *arg)
       add_problem (j, key, P_CORRUPT, "larger than any chunk object can be");
     else if (r < 0)
       add_problem (j, key, P_UNREADABLE, msg[0] ? msg : strerror (-r));
+    else if (v->crypt && v->crypt->keys == NULL) {
+      /* No key: only what is readable without it. */
+      struct codec_header hdr;
+      __atomic_add_fetch (&j->bytes, obj.len, __ATOMIC_RELAXED);
+      if (codec_peek_header (obj.data, obj.len, &hdr) < 0)
+        add_problem (j, key, P_CORRUPT, "not a chunk object (bad magic or "
+                     "header checksum)");
+      else if (hdr.format_version != CODEC_FORMAT_SEALED ||
+               memcmp (hdr.volume_id, v->volume_id, CODEC_VOLUME_ID_SIZE) ||
+               hdr.index != idx || hdr.plain_len != v->chunk_size ||
+               hdr.stored_len != obj.len - CODEC_HEADER_SIZE ||
+               hdr.stored_len < CODEC_SEAL_OVERHEAD)
+        add_problem (j, key, P_CORRUPT, "header does not match the "
+                     "volume (format version, volume id, index or lengths)");
+    }
     else {
       __atomic_add_fetch (&j->bytes, obj.len, __ATOMIC_RELAXED);
-      r = codec_decode (ctx, v->volume_id, idx, key, obj.data, obj.len,
+      r = codec_decode (ctx, crypt_codec_key (v->crypt), v->volume_id, idx,
+                        key, obj.data, obj.len,
                         plain, v->chunk_size);
       if (r < 0)
         add_problem (j, key, P_CORRUPT, msg);
@@ -221,8 +239,14 @@ cmd_fsck (int argc, char **argv)
     return EXIT_COULD_NOT;
   if (threads == 0)
     threads = tool_sp.dir ? DEFAULT_THREADS_DIR : DEFAULT_THREADS_S3;
+  tool_key_optional = true;     /* without it, headers only (said below) */
   if (tool_open_store (false, threads) < 0 || tool_open_volume (&v) < 0)
     return EXIT_COULD_NOT;
+  if (v->crypt && v->crypt->keys == NULL)
+    tool_error ("warning: the volume is encrypted and no key was given: "
+                "only object headers can be checked, not their content "
+                "nor the superblock's MAC; give --key=+FILE to "
+                "authenticate every object");
   clock_gettime (CLOCK_MONOTONIC, &t0);
 
   tool_volume_id (v, id);

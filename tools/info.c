@@ -139,7 +139,8 @@ print_text (const struct cs_volume *v, const struct scan *s,
 
   tool_volume_id (v, id);
   printf ("store:             %s\n", tool_store_desc);
-  printf ("format version:    %d\n", CS_SUPERBLOCK_VERSION);
+  printf ("format version:    %d\n", v->crypt
+          ? CS_SUPERBLOCK_VERSION_ENCRYPTED : CS_SUPERBLOCK_VERSION);
   printf ("volume id:         %s\n", id);
   printf ("size:              %s\n", both_sizes (v->size, b1, sizeof b1));
   printf ("chunk size:        %s, %" PRIu64 " chunks\n",
@@ -148,6 +149,22 @@ print_text (const struct cs_volume *v, const struct scan *s,
     printf ("compression:       zstd level %d\n", v->level);
   else
     printf ("compression:       none\n");
+  /* The cipher and KDF, never key material. */
+  if (v->crypt == NULL)
+    printf ("encryption:        none\n");
+  else {
+    printf ("encryption:        aes-256-gcm (a key per object)\n");
+    if (v->crypt->kdf == CRYPT_KDF_SCRYPT)
+      printf ("key:               passphrase, scrypt N=%" PRIu64 " r=%" PRIu32
+              " p=%" PRIu32 "\n", v->crypt->scrypt_n, v->crypt->scrypt_r,
+              v->crypt->scrypt_p);
+    else
+      printf ("key:               raw 32-byte key (no KDF)\n");
+    printf ("superblock:        %s\n", v->crypt->keys
+            ? "authenticated with the key"
+            : "NOT authenticated (no key given: these fields are as "
+              "stored)");
+  }
   printf ("created:           %s\n", tool_format_time (v->created, t, sizeof t));
   if (li->r == -ENOENT)
     printf ("lock:              not locked\n");
@@ -217,7 +234,8 @@ print_json (const struct cs_volume *v, const struct scan *s,
     json_string (fp, tool_sp.s3.prefix ? tool_sp.s3.prefix : "");
   }
   json_key (fp, &first, "format_version");
-  fprintf (fp, "%d", CS_SUPERBLOCK_VERSION);
+  fprintf (fp, "%d", v->crypt ? CS_SUPERBLOCK_VERSION_ENCRYPTED
+           : CS_SUPERBLOCK_VERSION);
   json_key (fp, &first, "volume_id");
   json_string (fp, id);
   json_key (fp, &first, "size");
@@ -230,6 +248,18 @@ print_json (const struct cs_volume *v, const struct scan *s,
   json_string (fp, v->level ? "zstd" : "none");
   json_key (fp, &first, "level");
   fprintf (fp, "%d", v->level);
+  json_key (fp, &first, "encryption");
+  if (v->crypt == NULL)
+    fputs ("null", fp);
+  else if (v->crypt->kdf == CRYPT_KDF_SCRYPT)
+    fprintf (fp, "{\"cipher\": \"aes-256-gcm\", \"kdf\": \"scrypt\", "
+             "\"kdf_n\": %" PRIu64 ", \"kdf_r\": %" PRIu32 ", \"kdf_p\": %"
+             PRIu32 ", \"authenticated\": %s}", v->crypt->scrypt_n,
+             v->crypt->scrypt_r, v->crypt->scrypt_p,
+             v->crypt->keys ? "true" : "false");
+  else
+    fprintf (fp, "{\"cipher\": \"aes-256-gcm\", \"kdf\": \"none\", "
+             "\"authenticated\": %s}", v->crypt->keys ? "true" : "false");
   json_key (fp, &first, "created");
   fprintf (fp, "%" PRId64, v->created);
   json_key (fp, &first, "created_utc");
@@ -317,6 +347,7 @@ cmd_info (int argc, char **argv)
   }
   if (tool_words (argc, argv, optind, NULL, NULL) < 0)
     return EXIT_USAGE;
+  tool_key_optional = true;     /* shows the (unauthenticated) fields */
   if (tool_open_store (false, 8) < 0 || tool_open_volume (&v) < 0)
     return EXIT_FAIL;
 

@@ -37,6 +37,31 @@ const char create_usage[] =
   "                        64M (default 1M).  Fixed for the volume's life.\n"
   "  compression=zstd|none Compress chunks (default zstd).  Fixed.\n"
   "  level=N               zstd level, 1 to 19 (default 1).  Fixed.\n"
+  "  encryption=aes-256-gcm|none  Encrypt every chunk (implied by a key).\n"
+  "  key=+FILE             The key (or --key=+FILE; - for stdin, -FD).\n"
+  "  key-format=passphrase|raw  scrypt a passphrase (default), or use 32\n"
+  "                        bytes / 64 hex digits as the key itself.\n"
+  "\n"
+  "Options:\n"
+  "  -v, --verbose    More messages.\n"
+  "  -h, --help       This help.\n";
+
+const char rekey_usage[] =
+  "Usage: s3chunk rekey STORE-PARAMETER... key=+OLD new-key=+NEW\n"
+  "                     [new-key-format=passphrase|raw]\n"
+  "\n"
+  "Replace the key of an encrypted volume: the volume key is wrapped by the\n"
+  "new key (new salt), and the superblock rewritten only if unchanged since\n"
+  "it was read.  No chunk object is rewritten, so it takes a second.\n"
+  "Refused while the volume's lock is fresh (stop its nbdkit first).\n"
+  "Someone who had the old key and read the superblock then knows the\n"
+  "volume key still: against that, copy the data to a new volume.\n"
+  "\n"
+  "Parameters:\n"
+  "  key=+FILE, --key=+FILE         The current key.\n"
+  "  new-key=+FILE, --new-key=+FILE The new key (- for stdin, -FD).\n"
+  "  new-key-format=passphrase|raw  How to read the new key (default\n"
+  "                                 passphrase).\n"
   "\n"
   "Options:\n"
   "  -v, --verbose    More messages.\n"
@@ -125,12 +150,26 @@ static struct {
   uint32_t chunk_size;
   int level;
   int compress;                 /* CS_COMPRESS_* */
+  int encryption;               /* CS_ENCRYPT_* */
 } cfg = { .level = -1 };
 
 static int
 create_param (const char *key, const char *value)
 {
   uint64_t u;
+
+  if (strcmp (key, "encryption") == 0) {
+    if (strcmp (value, "aes-256-gcm") == 0)
+      cfg.encryption = CS_ENCRYPT_AES256GCM;
+    else if (strcmp (value, "none") == 0)
+      cfg.encryption = CS_ENCRYPT_NONE;
+    else {
+      tool_error ("encryption=%s: invalid value: expected aes-256-gcm or "
+                  "none", value);
+      return -1;
+    }
+    return 0;
+  }
 
   if (strcmp (key, "size") == 0)
     return parse_volume_size ("size=", value, &cfg.size);
@@ -205,6 +244,14 @@ cmd_create (int argc, char **argv)
                 cfg.level);
     return EXIT_USAGE;
   }
+  if (cfg.encryption == CS_ENCRYPT_AES256GCM && !tool_key_set) {
+    tool_error ("encryption=aes-256-gcm needs a key: add --key=+FILE");
+    return EXIT_USAGE;
+  }
+  if (cfg.encryption == CS_ENCRYPT_NONE && tool_key_set) {
+    tool_error ("a key conflicts with encryption=none: drop one");
+    return EXIT_USAGE;
+  }
   if (tool_open_store (true, 4) < 0)
     return EXIT_FAIL;
 
@@ -236,6 +283,8 @@ cmd_create (int argc, char **argv)
   vp.compress = cfg.compress;
   vp.level = cfg.compress == CS_COMPRESS_NONE ? 0 : cfg.level;
   vp.create_only = true;
+  vp.encryption = cfg.encryption;
+  vp.key = tool_key_set ? &tool_key : NULL;
   r = cs_volume_open (tool_os, &vp, &v);
   if (r == -ENOMEM) {
     /* The library says nothing: its allocation map (one bit per chunk)
@@ -258,9 +307,14 @@ cmd_create (int argc, char **argv)
           tool_store_desc, params_format_size (v->size, s1, sizeof s1),
           params_format_size (v->chunk_size, s2, sizeof s2));
   if (v->level)
-    printf ("zstd level %d\n", v->level);
+    printf ("zstd level %d", v->level);
   else
-    printf ("no compression\n");
+    printf ("no compression");
+  if (v->crypt)
+    printf (", encrypted (aes-256-gcm, %s)",
+            v->crypt->kdf == CRYPT_KDF_SCRYPT ? "passphrase, scrypt"
+            : "raw key");
+  printf ("\n");
   cs_volume_close (v);
   return EXIT_OK;
 }
@@ -512,6 +566,7 @@ cmd_destroy (int argc, char **argv)
   }
   if (tool_words (argc, argv, optind, NULL, NULL) < 0)
     return EXIT_USAGE;
+  tool_key_optional = true;     /* deleting objects needs no key */
   if (tool_open_store (false, 4) < 0 || tool_open_volume (&v) < 0)
     return EXIT_FAIL;
   tool_volume_id (v, id);
@@ -656,6 +711,121 @@ cmd_destroy (int argc, char **argv)
   free (keys);
   free (keybuf);
   scan_free (&s);
+  cs_volume_close (v);
+  return status;
+}
+
+/* ----------------------------------------------------------------- rekey */
+
+static struct cs_user_key new_key;
+static bool new_key_set;
+
+static int
+rekey_set (const char *param, const char *value)
+{
+  if (strcmp (param, "new-key-format") == 0 ||
+      strcmp (param, "--new-key-format") == 0) {
+    enum crypt_key_format f;
+    if (crypt_key_format_parse (param, value, &f) < 0)
+      return -1;
+    new_key.format = f;
+    return 0;
+  }
+  if (crypt_key_read (param, value, &new_key) < 0)
+    return -1;
+  new_key_set = true;
+  return 0;
+}
+
+static int
+rekey_param (const char *key, const char *value)
+{
+  if (strcmp (key, "new-key") != 0 && strcmp (key, "new-key-format") != 0)
+    return 1;
+  return rekey_set (key, value);
+}
+
+int
+cmd_rekey (int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "new-key", required_argument, NULL, 'N' },
+    { "new-key-format", required_argument, NULL, 'M' },
+    TOOL_COMMON_LONGOPTS,
+    { NULL, 0, NULL, 0 }
+  };
+  struct lock_params lp = {
+    .lease = TOOL_LEASE, .version = PACKAGE_VERSION,
+  };
+  struct cs_volume *v = NULL;
+  struct lock *l = NULL;
+  struct lock_holder h;
+  int64_t age;
+  bool fresh;
+  char id[33];
+  int c, r, status = EXIT_FAIL;
+
+  opterr = 0;
+  while ((c = getopt_long (argc, argv, TOOL_COMMON_SHORTOPTS, longopts,
+                           NULL)) != -1) {
+    switch (c) {
+    case 'N':
+      if (rekey_set ("--new-key", optarg) < 0)
+        return EXIT_USAGE;
+      break;
+    case 'M':
+      if (rekey_set ("--new-key-format", optarg) < 0)
+        return EXIT_USAGE;
+      break;
+    TOOL_COMMON_CASES (rekey_usage, argv);
+    }
+  }
+  if (tool_words (argc, argv, optind, rekey_param, NULL) < 0)
+    return EXIT_USAGE;
+  if (!tool_key_set || !new_key_set) {
+    tool_error ("rekey needs the current key and the new one: "
+                "'s3chunk rekey STORE... --key=+OLD --new-key=+NEW'");
+    crypt_key_free (&new_key);
+    return EXIT_USAGE;
+  }
+  if (tool_open_store (false, 4) < 0 || tool_open_volume (&v) < 0) {
+    crypt_key_free (&new_key);
+    return EXIT_FAIL;
+  }
+  tool_volume_id (v, id);
+  if (v->crypt == NULL) {
+    /* cs_volume_check_key refused the key already; kept for clarity. */
+    tool_error ("volume %s is not encrypted: encryption is chosen when a "
+                "volume is created", id);
+    goto out;
+  }
+  r = lock_read (tool_os, &h, &age, &fresh);
+  if (r == 0 && fresh) {
+    refuse_locked (&h, age, "stop its nbdkit first (if it is gone, wait "
+                   "until its lease has run out or run 's3chunk unlock')");
+    goto out;
+  }
+  if (r < 0 && r != -ENOENT && r != -EIO)
+    goto out;
+  /* Under the lock, like grow: no nbdkit starts while the superblock is
+   * rewritten (a start reading the old one would still work: the volume
+   * key is the same).
+   */
+  if (lock_acquire (tool_os, &lp, &l) < 0)
+    goto out;
+  r = cs_volume_rekey (v, &new_key);
+  if (lock_release (l) < 0)
+    tool_error ("warning: the lock could not be removed: the next start "
+                "waits until its lease (%d s) has run out", TOOL_LEASE);
+  if (r < 0)
+    goto out;
+  printf ("rekeyed volume %s: the new key (%s) opens it from now on, the "
+          "old one no longer does\n", id,
+          v->crypt->kdf == CRYPT_KDF_SCRYPT ? "a passphrase, scrypt"
+          : "a raw key");
+  status = EXIT_OK;
+ out:
+  crypt_key_free (&new_key);
   cs_volume_close (v);
   return status;
 }

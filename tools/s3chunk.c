@@ -26,6 +26,26 @@ bool tool_mute_warnings = false;
 struct store_params tool_sp = STORE_PARAMS_INIT;
 struct objstore *tool_os = NULL;
 char tool_store_desc[512] = "";
+struct cs_user_key tool_key;
+bool tool_key_set = false;
+bool tool_key_optional = false;
+
+int
+tool_set_key (const char *param, const char *value)
+{
+  if (strcmp (param, "key-format") == 0 ||
+      strcmp (param, "--key-format") == 0) {
+    enum crypt_key_format f;
+    if (crypt_key_format_parse (param, value, &f) < 0)
+      return -1;
+    tool_key.format = f;
+    return 0;
+  }
+  if (crypt_key_read (param, value, &tool_key) < 0)
+    return -1;
+  tool_key_set = true;
+  return 0;
+}
 
 /* ---------------------------------------------------------------- messages */
 
@@ -251,6 +271,11 @@ tool_words (int argc, char **argv, int first, tool_param_fn param,
     memcpy (key, w, eq - w);
     key[eq - w] = '\0';
 
+    if (strcmp (key, "key") == 0 || strcmp (key, "key-format") == 0) {
+      if (tool_set_key (key, eq + 1) < 0)
+        return -1;
+      continue;
+    }
     if (strcmp (key, "secret-key") == 0 ||
         strcmp (key, "session-token") == 0) {
       char *secret;
@@ -281,6 +306,10 @@ tool_words (int argc, char **argv, int first, tool_param_fn param,
       }
     tool_error ("unknown parameter '%s': see 's3chunk %s --help'",
                 key, tool_cmd);
+    return -1;
+  }
+  if (tool_key.format != CRYPT_FORMAT_UNSET && !tool_key_set) {
+    tool_error ("key-format= without a key: add --key=+FILE");
     return -1;
   }
   /* Exactly one store, S3 options only with bucket=, key pairs. */
@@ -338,9 +367,12 @@ tool_open_volume (struct cs_volume **out)
   }
   v->os = tool_os;
   r = cs_superblock_parse (CS_SUPERBLOCK_KEY, b.data, b.len, v);
+  if (r == 0)
+    r = cs_volume_check_key (v, tool_key_set ? &tool_key : NULL,
+                             tool_key_optional, b.data, b.len);
   cs_buf_free (&b);
   if (r < 0) {
-    free (v);
+    cs_volume_close (v);
     return -1;                  /* the parser said why */
   }
   /* cs_volume_grow replaces the superblock only if it is still this one. */
@@ -397,6 +429,7 @@ static const struct command {
   { "fsck", cmd_fsck, "Read and check every object (reports, never repairs)." },
   { "unlock", cmd_unlock, "Remove the lock left by a crashed nbdkit." },
   { "destroy", cmd_destroy, "Delete every object of a volume." },
+  { "rekey", cmd_rekey, "Replace the key of an encrypted volume." },
 };
 
 static void
@@ -434,8 +467,12 @@ usage (FILE *fp)
 void
 tool_help (const char *text)
 {
-  printf ("%s\nStore parameters (as for the plugin):\n%s", text,
-          STORE_PARAMS_HELP);
+  printf ("%s\nStore parameters (as for the plugin):\n%s"
+          "\nEncrypted volumes (every command):\n"
+          "key=+FILE | --key=+FILE  The volume's key: +FILE, - (stdin) or -FD,\n"
+          "                      never the key itself on the command line.\n"
+          "key-format=passphrase|raw  How create reads it (default passphrase).\n",
+          text, STORE_PARAMS_HELP);
   exit (EXIT_OK);
 }
 
@@ -458,6 +495,7 @@ tool_bad_option (char **argv, int c)
 static void
 cleanup (void)
 {
+  crypt_key_free (&tool_key);
   if (tool_os) {
     objstore_close (tool_os);
     tool_os = NULL;
@@ -499,7 +537,7 @@ main (int argc, char **argv)
       break;
   if (c == sizeof commands / sizeof commands[0]) {
     fprintf (stderr, "s3chunk: unknown command '%s': expected create, info, "
-             "grow, fsck, unlock or destroy (see 's3chunk --help')\n",
+             "grow, fsck, unlock, destroy or rekey (see 's3chunk --help')\n",
              argv[i]);
     return EXIT_USAGE;
   }

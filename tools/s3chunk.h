@@ -38,6 +38,17 @@ extern bool tool_mute_warnings;         /* the command said it already */
 extern struct store_params tool_sp;     /* the store words */
 extern struct objstore *tool_os;        /* after tool_open_store */
 extern char tool_store_desc[512];       /* "dir /srv/v1", "s3://b/p at URL" */
+extern struct cs_user_key tool_key;     /* key= / --key= (if tool_key_set) */
+extern bool tool_key_set;
+/* The command can work without the key of an encrypted volume (info,
+ * fsck: headers only; destroy): set before tool_open_volume.
+ */
+extern bool tool_key_optional;
+
+/* Take key=VALUE / --key=VALUE (+FILE, -FD, -; never a literal) or
+ * key-format=.  0, or -1 reported.
+ */
+extern int tool_set_key (const char *param, const char *value);
 
 /* One line to stderr: "s3chunk: CMD: ..." (clears a progress bar). */
 extern void tool_error (const char *fmt, ...)
@@ -91,10 +102,11 @@ extern int cmd_grow (int argc, char **argv);
 extern int cmd_fsck (int argc, char **argv);
 extern int cmd_unlock (int argc, char **argv);
 extern int cmd_destroy (int argc, char **argv);
+extern int cmd_rekey (int argc, char **argv);
 
 /* The usage text of each, printed by --help ("s3chunk CMD --help"). */
 extern const char create_usage[], info_usage[], grow_usage[], fsck_usage[],
-  unlock_usage[], destroy_usage[];
+  unlock_usage[], destroy_usage[], rekey_usage[];
 
 /* Print usage (with the store parameters) to stdout, exit 0. */
 extern void tool_help (const char *usage) __attribute__ ((noreturn));
@@ -104,11 +116,19 @@ extern void tool_help (const char *usage) __attribute__ ((noreturn));
  */
 #define TOOL_COMMON_LONGOPTS \
   { "help", no_argument, NULL, 'h' }, \
-  { "verbose", no_argument, NULL, 'v' }
+  { "verbose", no_argument, NULL, 'v' }, \
+  { "key", required_argument, NULL, 'K' }, \
+  { "key-format", required_argument, NULL, 'F' }
 #define TOOL_COMMON_SHORTOPTS ":hv"
 #define TOOL_COMMON_CASES(usage, argv) \
   case 'h': tool_help (usage); \
   case 'v': tool_verbose = true; break; \
+  case 'K': \
+    if (tool_set_key ("--key", optarg) < 0) { return EXIT_USAGE; } \
+    break; \
+  case 'F': \
+    if (tool_set_key ("--key-format", optarg) < 0) { return EXIT_USAGE; } \
+    break; \
   default: tool_bad_option (argv, c); return EXIT_USAGE
 
 /* Report the option getopt_long did not accept (c is what it returned). */
