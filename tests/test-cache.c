@@ -78,6 +78,17 @@ verify_store (const char *what)
   CHECK_EQ (stop (), 0);
 }
 
+/* After a test that left data unstored (the failed state drops it): put
+ * the shadow back in step with the store for the tests that follow.
+ */
+static void
+resync_shadow (void)
+{
+  start (16 << 20, 2, 0);
+  CHECK_EQ (cache_pread (cache, shadow, SIZE, 0), 0);
+  CHECK_EQ (stop (), 0);
+}
+
 static void
 write_shadow (uint64_t off, uint32_t len, bool fua)
 {
@@ -445,10 +456,7 @@ test_failed_state (void)
   objstore_close (check);
   cs_buf_free (&before);
   cs_buf_free (&after);
-  /* Put the shadow back in step with the store for later tests. */
-  start (16 << 20, 2, 0);
-  CHECK_EQ (cache_pread (cache, shadow, SIZE, 0), 0);
-  CHECK_EQ (stop (), 0);
+  resync_shadow ();
 }
 
 /* Writers in threads, a flusher in another: each flush covers what was
@@ -693,10 +701,7 @@ test_read_when_jammed (void)
   CHECK (memcmp (buf, shadow, (uint64_t) n * CHUNK) == 0);
   objstore_fault_set (os, 0, FAULT_NONE, 0, 0, 0);
   CHECK_EQ (stop (), -EIO);               /* the failed state drops them */
-  /* Back in step with the store. */
-  start (16 << 20, 2, 0);
-  CHECK_EQ (cache_pread (cache, shadow, SIZE, 0), 0);
-  CHECK_EQ (stop (), 0);
+  resync_shadow ();
 }
 
 /* A whole-chunk writer waiting for memory when the cache fails must not
@@ -745,10 +750,7 @@ test_failed_writer_leaves_no_garbage (void)
     CHECK_EQ (cache_pread (cache, buf, CHUNK, 60 * CHUNK), 0);
     CHECK (memcmp (buf, shadow + 60 * CHUNK, CHUNK) == 0);
     stop ();
-    /* Back in step with the store (the failed state dropped the rest). */
-    start (16 << 20, 2, 0);
-    CHECK_EQ (cache_pread (cache, shadow, SIZE, 0), 0);
-    CHECK_EQ (stop (), 0);
+    resync_shadow ();
   }
 }
 
@@ -805,9 +807,7 @@ test_fenced_upload_fails_cache (void)
   CHECK_EQ (cache_pread (cache, buf, SIZE, 0), 0);
   CHECK (memcmp (buf, shadow, SIZE) == 0);
   CHECK_EQ (stop (), -EIO);
-  start (16 << 20, 2, 0);
-  CHECK_EQ (cache_pread (cache, shadow, SIZE, 0), 0);
-  CHECK_EQ (stop (), 0);
+  resync_shadow ();
 }
 
 int
