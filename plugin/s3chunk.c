@@ -394,10 +394,25 @@ s3chunk_load (void)
   cs_log_set (log_to_nbdkit);
 }
 
+/* nbdkit's exit status when acknowledged writes were dropped at shutdown
+ * (the plugin could not store them): the man page's EXIT STATUS.
+ */
+#define EXIT_DATA_LOST 3
+static bool data_lost;          /* set by .cleanup */
+
 static void
 s3chunk_unload (void)
 {
   store_params_free (&sp);
+  /* nbdkit 1.32 exits 0 whatever happened in .cleanup; a unit or script
+   * that stops nbdkit must be able to tell that data was lost without
+   * reading the log.  This is the last plugin code nbdkit runs (it only
+   * frees memory after it), so exiting here loses nothing.
+   */
+  if (data_lost) {
+    fflush (NULL);
+    exit (EXIT_DATA_LOST);
+  }
 }
 
 /* The store parameters; secrets follow nbdkit's password convention
@@ -725,8 +740,11 @@ s3chunk_cleanup (void)
         cache_fail (cache, "shutdown: the last flush failed three times");
     }
     print_status ("exit");
-    if (cache_close (cache) < 0)
-      nbdkit_error ("shutdown: some data could not be stored (see above)");
+    if (cache_close (cache) < 0) {
+      nbdkit_error ("shutdown: some data could not be stored (see above): "
+                    "exiting with status %d", EXIT_DATA_LOST);
+      data_lost = true;
+    }
     cache = NULL;
   }
   /* The workers are joined: release the lock (only if it is still ours). */
