@@ -31,6 +31,9 @@ source "${abs_top_srcdir:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}/test
 VM_IMAGE_DIR=${S3CHUNK_VM_IMAGE_DIR:-$abs_top_builddir/tests/vm}
 # Guest commands that take longer than this are a hang (seconds).
 VM_TIMEOUT=${S3CHUNK_VM_TIMEOUT:-600}
+# vCPUs: one is enough and frugal, but the kernel's NBD driver maps each
+# CPU's queue onto one connection: a test of nbd-client -C N sets VM_SMP.
+VM_SMP=${VM_SMP:-1}
 
 _vm_pid=
 _vm_seq=0
@@ -90,7 +93,7 @@ vm_start ()
     exec {_vm_cmd_in}<>"$tmp/vm-cmd.in" {_vm_cmd_out}<>"$tmp/vm-cmd.out"
     exec {_vm_qmp_in}<>"$tmp/vm-qmp.in" {_vm_qmp_out}<>"$tmp/vm-qmp.out"
     echo "$0: booting the VM ($(cat "$VM_IMAGE_DIR/kernel-version"))"
-    qemu-system-x86_64 -accel tcg -m 1024 -smp 1 \
+    qemu-system-x86_64 -accel tcg -m 1024 -smp "$VM_SMP" \
         -display none -nodefaults -no-reboot \
         -kernel "$VM_IMAGE_DIR/vmlinuz" -initrd "$VM_IMAGE_DIR/initrd" \
         -append "console=ttyS0 panic=-1 quiet" \
@@ -202,7 +205,11 @@ vm_nbd_attach ()
 
 # vm_ports_remove DEV: remove the ports of DEV's connections (closing
 # qemu's connections to nbdkit) and stop their bridge in the guest.
-# Safe to call twice.
+# Safe to call twice.  Also what a test calls after nbdkit died: qemu does
+# not reliably pass a chardev's hang-up on to the guest (the port stays
+# "connected" and the bridge waits), while a real socket to nbdkit would
+# be closed by the kernel; removing the port ends the guest's bridge, which
+# closes nbd-client's socket the same way.
 vm_ports_remove ()
 {
     local dev=$1 n i
