@@ -398,11 +398,26 @@ s3chunk_load (void)
   cs_log_set (log_to_nbdkit);
 }
 
+/* nbdkit's exit status when acknowledged writes were dropped at shutdown
+ * (the plugin could not store them): the man page's EXIT STATUS.
+ */
+#define EXIT_DATA_LOST 3
+static bool data_lost;          /* set by .cleanup */
+
 static void
 s3chunk_unload (void)
 {
   store_params_free (&sp);
   crypt_key_free (&cfg.key);
+  /* nbdkit 1.32 exits 0 whatever happened in .cleanup; a unit or script
+   * that stops nbdkit must be able to tell that data was lost without
+   * reading the log.  This is the last plugin code nbdkit runs (it only
+   * frees memory after it), so exiting here loses nothing.
+   */
+  if (data_lost) {
+    fflush (NULL);
+    exit (EXIT_DATA_LOST);
+  }
 }
 
 /* The store parameters; secrets follow nbdkit's password convention
@@ -775,8 +790,11 @@ s3chunk_cleanup (void)
         cache_fail (cache, "shutdown: the last flush failed three times");
     }
     print_status ("exit");
-    if (cache_close (cache) < 0)
-      nbdkit_error ("shutdown: some data could not be stored (see above)");
+    if (cache_close (cache) < 0) {
+      nbdkit_error ("shutdown: some data could not be stored (see above): "
+                    "exiting with status %d", EXIT_DATA_LOST);
+      data_lost = true;
+    }
     cache = NULL;
   }
   /* The workers are joined: release the lock (only if it is still ours). */
@@ -792,6 +810,37 @@ static void *
 s3chunk_open (int readonly)
 {
   return NBDKIT_HANDLE_NOT_NEEDED;
+}
+
+/* Writes acknowledged since the last flush began, for one warning: a
+ * client that goes away with writes it never flushed was most likely cut
+ * off by stopping nbdkit before it detached (SIGTERM while /dev/nbd0 is
+ * mounted).  Those writes are still stored at shutdown; what the client
+ * had not sent yet is lost on its side, and the operator should know
+ * the stop order was wrong.  Sequence numbers, not a flag per connection:
+ * a flush on any connection covers every connection's writes.
+ */
+static uint64_t write_seq, flushed_seq;
+static bool closed_unflushed;
+
+static void
+note_write (void)
+{
+  __atomic_add_fetch (&write_seq, 1, __ATOMIC_SEQ_CST);
+}
+
+static void
+s3chunk_close (void *handle)
+{
+  uint64_t w = __atomic_load_n (&write_seq, __ATOMIC_SEQ_CST);
+
+  if (w > __atomic_load_n (&flushed_seq, __ATOMIC_SEQ_CST) &&
+      !__atomic_exchange_n (&closed_unflushed, true, __ATOMIC_SEQ_CST))
+    nbdkit_error ("warning: a client disconnected with writes it had not "
+                  "flushed (was nbdkit stopped before the client detached?): "
+                  "they are stored at shutdown, but a filesystem still "
+                  "mounted on that client loses what it had not sent; stop "
+                  "in this order: umount, nbd-client -d, then nbdkit");
 }
 
 static int64_t
@@ -916,7 +965,11 @@ s3chunk_pwrite (void *handle, const void *buf, uint32_t count,
                 uint64_t offset, uint32_t flags)
 {
   int r = cache_pwrite (cache, buf, count, offset, flags & NBDKIT_FLAG_FUA);
-  return r < 0 ? fail (r) : 0;
+  if (r < 0)
+    return fail (r);
+  if (!(flags & NBDKIT_FLAG_FUA))
+    note_write ();
+  return 0;
 }
 
 static int
@@ -930,7 +983,11 @@ s3chunk_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
     nbdkit_set_error (ENOTSUP);
     return -1;
   }
-  return r < 0 ? fail (r) : 0;
+  if (r < 0)
+    return fail (r);
+  if (!(flags & NBDKIT_FLAG_FUA))
+    note_write ();
+  return 0;
 }
 
 /* Trimmed space reads as zeroes afterwards, which NBD allows. */
@@ -943,8 +1000,18 @@ s3chunk_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 static int
 s3chunk_flush (void *handle, uint32_t flags)
 {
+  uint64_t w = __atomic_load_n (&write_seq, __ATOMIC_SEQ_CST), f;
   int r = cache_flush (cache);
-  return r < 0 ? fail (r) : 0;
+
+  if (r < 0)
+    return fail (r);
+  /* Every write acknowledged before the flush began is stored now. */
+  f = __atomic_load_n (&flushed_seq, __ATOMIC_SEQ_CST);
+  while (f < w &&
+         !__atomic_compare_exchange_n (&flushed_seq, &f, w, false,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+    ;
+  return 0;
 }
 
 static int
@@ -989,6 +1056,7 @@ static struct nbdkit_plugin plugin = {
   .after_fork = s3chunk_after_fork,
   .cleanup = s3chunk_cleanup,
   .open = s3chunk_open,
+  .close = s3chunk_close,
   .get_size = s3chunk_get_size,
   .block_size = s3chunk_block_size,
   .can_write = s3chunk_can_write,

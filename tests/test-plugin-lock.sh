@@ -207,10 +207,13 @@ EOF
     # Not stop_nbdkit: losing the dirty chunk is the expected outcome here.
     pid=${_nbdkit_pid[$sock]}
     kill -TERM "$pid"
-    _wait_exit "$pid" 60 || fail "nbdkit exited with status $?"
+    rc=0
+    _wait_exit "$pid" 60 || rc=$?
     unset "_nbdkit_pid[$sock]"
     grep -q "could not be stored and are lost" "$log" ||
         fail "the dirty chunk was not reported lost at shutdown"
+    check "the exit status says data was lost (3)"
+    [ "$rc" = 3 ] || fail "nbdkit exited with status $rc after losing data, not 3"
     snap >"$tmp/after"
     diff "$tmp/before" "$tmp/after" || fail "chunk objects changed at shutdown"
     [ "$(lock_field host)" = intruder ] || fail "the fenced instance touched the lock"
