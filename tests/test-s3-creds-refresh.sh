@@ -15,6 +15,9 @@
 # (lease=6: renewed every 2 s through the sibling store; a renewal signed
 # with a deleted key would fence the volume within 4 s).  No error may be
 # logged; after a restart with the last key the disk matches the shadow.
+# Then startup refusals: a wrong container token, a web identity token STS
+# refuses, an unknown source, a disabled or unreachable IMDS, static keys
+# with another source, an unknown ECS role: one line naming the source.
 #
 # The gateway has STS off and ignores x-amz-security-token for plain S3
 # keys (checked below), so the fake services hand out a token with each
@@ -203,5 +206,62 @@ AWS_EC2_METADATA_SERVICE_ENDPOINT=$F "$S3CHUNK" info bucket="$S3_BUCKET" \
 grep "^credentials: *imds (EC2 instance metadata (IMDSv2) $F" "$tmp/info.out" ||
     { cat "$tmp/info.out"; fail "s3chunk info: no credentials line"; }
 ! grep -q "$LAST_SK" "$tmp/info.out" || fail "s3chunk info shows the secret"
+
+# The container endpoint (EKS Pod Identity's shape: FULL_URI on loopback,
+# the Authorization token from a file).
+export AWS_CONTAINER_CREDENTIALS_FULL_URI=$F/container/credentials
+export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=$tmp/auth
+rotate container container credentials=container
+check "a wrong container Authorization token: refused at startup, named"
+echo wrong > "$tmp/auth.bad"
+AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=$tmp/auth.bad nbdkit_refuses \
+    "container credentials $F/container/credentials.*HTTP 401.*InvalidToken" \
+    bucket="$S3_BUCKET" endpoint="$S3_ENDPOINT" prefix=creds-container
+unset AWS_CONTAINER_CREDENTIALS_FULL_URI AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE
+
+# STS AssumeRoleWithWebIdentity, unsigned, at AWS_ENDPOINT_URL_STS.
+export AWS_WEB_IDENTITY_TOKEN_FILE=$tmp/jwt
+export AWS_ROLE_ARN=arn:aws:iam::123456789012:role/s3chunk-test
+export AWS_ROLE_SESSION_NAME=s3chunk-test-session
+export AWS_ENDPOINT_URL_STS=$F/sts
+rotate sts web-identity
+grep -q "handout sts .* session s3chunk-test-session" "$FAKE_LOG" ||
+    fail "AWS_ROLE_SESSION_NAME was not sent"
+check "a web identity token STS refuses: refused at startup, named"
+echo "not-the-token" > "$tmp/jwt.bad"
+AWS_WEB_IDENTITY_TOKEN_FILE=$tmp/jwt.bad nbdkit_refuses \
+    "web identity .*AssumeRoleWithWebIdentity: HTTP 400: InvalidIdentityToken" \
+    bucket="$S3_BUCKET" endpoint="$S3_ENDPOINT" prefix=creds-web-identity
+unset AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN AWS_ROLE_SESSION_NAME \
+      AWS_ENDPOINT_URL_STS
+
+# credential_process in a profile of the config file.
+export AWS_CONFIG_FILE=$tmp/aws-config
+printf '[profile rotating]\ncredential_process = /usr/bin/python3 %s --process --keys %s --log %s\n' \
+    "$FAKE" "$KEYS" "$FAKE_LOG" > "$AWS_CONFIG_FILE"
+rotate process process profile=rotating
+unset AWS_CONFIG_FILE
+
+# Alibaba ECS RAM role metadata: its own token headers, the role asked.
+rotate alibaba ecs-ram-role credentials=ecs-ram-role metadata-endpoint="$F"
+expect_eq "requests without the ECS metadata token" 0 \
+    "$(grep -c 'refused alibaba' "$FAKE_LOG")"
+
+check "refusals at startup"
+nbdkit_refuses "credentials=ssh: invalid value" bucket="$S3_BUCKET" \
+    endpoint="$S3_ENDPOINT" credentials=ssh
+AWS_EC2_METADATA_DISABLED=true nbdkit_refuses \
+    "credentials=imds, but AWS_EC2_METADATA_DISABLED=true" \
+    bucket="$S3_BUCKET" endpoint="$S3_ENDPOINT" credentials=imds
+nbdkit_refuses \
+    "EC2 instance metadata \(IMDSv2\) http://127.0.0.1:1: PUT http://127.0.0.1:1/latest/api/token: " \
+    bucket="$S3_BUCKET" endpoint="$S3_ENDPOINT" credentials=imds \
+    metadata-endpoint=http://127.0.0.1:1
+nbdkit_refuses "static credentials, but credentials=imds" \
+    bucket="$S3_BUCKET" endpoint="$S3_ENDPOINT" credentials=imds \
+    access-key=A secret-key=B
+nbdkit_refuses "ECS instance RAM role metadata $F, role other-role: GET .*HTTP 404" \
+    bucket="$S3_BUCKET" endpoint="$S3_ENDPOINT" \
+    credentials=ecs-ram-role:other-role metadata-endpoint="$F"
 
 echo "$0: PASS"
