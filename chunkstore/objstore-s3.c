@@ -15,7 +15,8 @@
  * at once.  The pool's mutex is never held across network I/O.
  *
  * Sibling (objstore_sibling): a second store on the same bucket, prefix,
- * endpoint and credentials (copied: either may be closed first) with a pool
+ * endpoint and credentials (the settings copied, the credential provider
+ * shared by reference: either may be closed first) with a pool
  * of its own holding one connection, no startup check and no fence.  The
  * lock renews through it, so a renewal never waits in pool_get behind
  * uploads and reads that hold every handle of the data store.
@@ -128,7 +129,7 @@ struct s3store {
   char *region;
   char *ca_file;
   bool path_style;
-  struct s3_creds creds;
+  struct s3_creds_provider *creds; /* shared with the sibling */
   double retry_time;            /* < 0: no retries */
   double request_timeout;
 
@@ -762,12 +763,13 @@ add_header (struct curl_slist *list, bool *ok, const char *name,
   return l;
 }
 
-/* One attempt: sign, send, read the answer into c.  Returns 0 when the
- * attempt produced an outcome (whatever it is) or -ENOMEM.
+/* One attempt: sign with cr, send, read the answer into c.  Returns 0
+ * when the attempt produced an outcome (whatever it is) or -ENOMEM.
  */
 static int
-attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
-         const char *payload_hash, double timeout)
+attempt_signed (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
+                const char *payload_hash, double timeout,
+                const struct s3_creds *cr)
 {
   CURL *h = conn->easy;
   CLEANUP_FREE char *path = NULL, *query = NULL, *url_query = NULL;
@@ -778,7 +780,7 @@ attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
   struct curl_slist *list = NULL;
   bool ok = true;
   const struct sigv4_key key = {
-    st->creds.access_key, st->creds.secret_key, st->region, "s3",
+    cr->access_key, cr->secret_key, st->region, "s3",
   };
   struct sigv4_request req = {
     .method = c->method, .headers = hdr, .payload_hash = payload_hash,
@@ -815,9 +817,9 @@ attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
   hdr[n++] = (struct sigv4_header) { "host", st->host };
   hdr[n++] = (struct sigv4_header) { "x-amz-date", amz_date };
   hdr[n++] = (struct sigv4_header) { "x-amz-content-sha256", payload_hash };
-  if (st->creds.session_token)
+  if (cr->session_token)
     hdr[n++] = (struct sigv4_header) { "x-amz-security-token",
-                                       st->creds.session_token };
+                                       cr->session_token };
   if (c->content_md5)
     hdr[n++] = (struct sigv4_header) { "content-md5", c->content_md5 };
   if (c->cond_name)
@@ -938,6 +940,22 @@ attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
   curl_easy_setopt (h, CURLOPT_ERRORBUFFER, NULL);
   curl_slist_free_all (list);
   return 0;
+}
+
+/* The credential hand-off: each attempt signs with one snapshot of the
+ * keys (s3-creds.h), held until its answer is in, so a rotation in the
+ * background never tears key, secret and token apart, and a retry signs
+ * with whatever is current then.
+ */
+static int
+attempt (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
+         const char *payload_hash, double timeout)
+{
+  struct s3_creds *cr = s3_creds_get (st->creds);
+  int r = attempt_signed (st, conn, c, payload_hash, timeout, cr);
+
+  s3_creds_put (cr);
+  return r;
 }
 
 /* An attempt aborted under way by the fence: never retried.  The first
@@ -1514,7 +1532,7 @@ s3_close (struct objstore *os)
   free (st->idle);
   pthread_mutex_destroy (&st->lock);
   pthread_cond_destroy (&st->cond);
-  s3_creds_free (&st->creds);
+  s3_creds_close (st->creds);
   free (st->bucket);
   free (st->prefix);
   free (st->endpoint);
@@ -1595,10 +1613,10 @@ s3_sibling (struct objstore *os, struct objstore **out)
   sb->path_base = dup_or_null (st->path_base, &ok);
   sb->region = dup_or_null (st->region, &ok);
   sb->ca_file = dup_or_null (st->ca_file, &ok);
-  sb->creds.access_key = dup_or_null (st->creds.access_key, &ok);
-  sb->creds.secret_key = dup_or_null (st->creds.secret_key, &ok);
-  sb->creds.session_token = dup_or_null (st->creds.session_token, &ok);
-  memcpy (sb->creds.source, st->creds.source, sizeof sb->creds.source);
+  /* Shared, not copied: the lock's renewals sign with the same
+   * refreshed keys as the data requests.
+   */
+  sb->creds = s3_creds_ref (st->creds);
   sb->path_style = st->path_style;
   sb->retry_time = st->retry_time;
   sb->request_timeout = st->request_timeout;
@@ -1775,6 +1793,8 @@ explain_probe (struct s3store *st, const struct s3_call *c, int r)
 {
   char what[512];
   const char *code = c->err.code;
+  struct s3_creds *cr = s3_creds_get (st->creds);
+  const char *access_key = cr->access_key, *source = s3_creds_source (st->creds);
 
   describe (c, what, sizeof what);
   if (c->cc != CURLE_OK)
@@ -1785,12 +1805,12 @@ explain_probe (struct s3store *st, const struct s3_call *c, int r)
               st->endpoint, what);
   else if (strcmp (code, "InvalidAccessKeyId") == 0)
     cs_error ("s3: credentials refused by %s: the access key %s (from %s) "
-              "is unknown there (%s)", st->endpoint, st->creds.access_key,
-              st->creds.source, what);
+              "is unknown there (%s)", st->endpoint, access_key,
+              source, what);
   else if (strcmp (code, "SignatureDoesNotMatch") == 0)
     cs_error ("s3: credentials refused by %s: the secret key (from %s) does "
               "not match the access key %s, or the region %s is wrong (%s)",
-              st->endpoint, st->creds.source, st->creds.access_key,
+              st->endpoint, source, access_key,
               st->region, what);
   else if (strcmp (code, "RequestTimeTooSkewed") == 0)
     cs_error ("s3: %s refused the request: this machine's clock is off; "
@@ -1809,7 +1829,7 @@ explain_probe (struct s3store *st, const struct s3_call *c, int r)
   else if (strcmp (code, "AccessDenied") == 0 || r == -EACCES)
     cs_error ("s3: credentials refused by %s: access key %s (from %s) may "
               "not list bucket %s under \"%s\" (%s; %s)", st->endpoint,
-              st->creds.access_key, st->creds.source, st->bucket,
+              access_key, source, st->bucket,
               st->prefix, what, CLOCK_HINT);
   else if (r == -EIO && c->status == 200)
     cs_error ("s3: %s: bucket %s answered a listing with something that is "
@@ -1817,6 +1837,7 @@ explain_probe (struct s3store *st, const struct s3_call *c, int r)
   else
     cs_error ("s3: bucket %s at %s: startup check failed: %s",
               st->bucket, st->endpoint, what);
+  s3_creds_put (cr);
 }
 
 static int
@@ -1933,10 +1954,18 @@ objstore_s3_open (const struct objstore_s3_params *p, struct objstore **out)
   if (st->url_base == NULL)
     goto nomem;
 
-  r = s3_creds_resolve (p->access_key, p->secret_key, p->session_token,
-                        p->profile, &st->creds);
-  if (r < 0)
-    goto fail;
+  {
+    struct s3_creds_params cp = {
+      .access_key = p->access_key, .secret_key = p->secret_key,
+      .session_token = p->session_token, .profile = p->profile,
+      .credentials = p->credentials, .margin = p->credentials_margin,
+      .imds_v1 = p->imds_v1, .metadata_endpoint = p->metadata_endpoint,
+      .region = st->region, .ca_file = st->ca_file,
+    };
+    r = s3_creds_open (&cp, &st->creds);
+    if (r < 0)
+      goto fail;
+  }
 
   cs_debug ("s3: bucket %s at %s (%s, Host %s), prefix \"%s\", region %s, "
             "%u connections, retry time %.0f s, request timeout %.0f s",
@@ -1962,4 +1991,15 @@ objstore_s3_open (const struct objstore_s3_params *p, struct objstore **out)
  fail:
   s3_close (&st->os);
   return r;
+}
+
+int
+objstore_s3_credentials (struct objstore *os, char *buf, size_t len)
+{
+  struct s3store *st = (struct s3store *) os;
+
+  if (os == NULL || os->ops != &s3_ops || st->creds == NULL)
+    return -ENOTSUP;
+  s3_creds_describe (st->creds, buf, len);
+  return 0;
 }

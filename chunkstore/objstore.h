@@ -220,6 +220,17 @@ struct objstore_s3_params {
                                    caller resolves "+FILE" / "-" first */
   const char *profile;          /* profile in ~/.aws/credentials; default
                                    $AWS_PROFILE, else "default" */
+  const char *credentials;      /* the source (s3-creds.h): NULL or "auto"
+                                   the AWS chain, else static, env,
+                                   profile, process, web-identity,
+                                   container, imds, ecs-ram-role[:ROLE] */
+  double credentials_margin;    /* refresh temporary keys this many seconds
+                                   before they expire (or halfway, if
+                                   earlier); 0: 300 */
+  bool imds_v1;                 /* IMDSv1 if the IMDSv2 token is refused */
+  const char *metadata_endpoint; /* imds / ecs-ram-role base URL; NULL:
+                                   AWS_EC2_METADATA_SERVICE_ENDPOINT, else
+                                   the service's own address */
   const char *ca_file;          /* an extra CA bundle (PEM) to trust for
                                    HTTPS; NULL: the system's */
   int path_style;               /* -1 auto (path-style when the endpoint host
@@ -244,5 +255,11 @@ struct objstore_s3_params {
  */
 extern int objstore_s3_open (const struct objstore_s3_params *p,
                              struct objstore **out);
+
+/* One line saying where os's credentials come from, the access key id and
+ * when they expire (never a secret); -ENOTSUP if os is not an S3 store.
+ */
+extern int objstore_s3_credentials (struct objstore *os, char *buf,
+                                    size_t len);
 
 #endif /* S3CHUNK_OBJSTORE_H */

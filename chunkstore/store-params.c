@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "params.h"
+#include "s3-creds.h"
 #include "store-params.h"
 
 /* Replace *field with a copy of value. */
@@ -115,6 +116,37 @@ store_params_set (struct store_params *p, const char *key, const char *value)
     return set_string (&s->session_token, value);
   if (strcmp (key, "profile") == 0)
     return set_string (&s->profile, value);
+  if (strcmp (key, "credentials") == 0) {
+    enum s3_creds_kind kind;
+    const char *role;
+    if (s3_creds_parse_kind (value, &kind, &role) < 0)
+      BAD ("credentials=%s: invalid value: expected auto, static, env, "
+           "profile, process, web-identity, container, imds or "
+           "ecs-ram-role[:ROLE]", value);
+    return set_string (&s->credentials, value);
+  }
+  if (strcmp (key, "credentials-margin") == 0) {
+    double d;
+    if (params_parse_seconds (value, &d) < 0 || d < 1 || d > 43200)
+      BAD ("credentials-margin=%s: invalid value: expected seconds from 1 "
+           "to 43200, e.g. credentials-margin=300", value);
+    s->credentials_margin = d;
+    return 0;
+  }
+  if (strcmp (key, "imds-v1") == 0) {
+    bool b;
+    if (params_parse_bool (value, &b) < 0)
+      BAD ("imds-v1=%s: invalid value: expected true or false", value);
+    s->imds_v1 = b;
+    return 0;
+  }
+  if (strcmp (key, "metadata-endpoint") == 0) {
+    if (strncmp (value, "http://", 7) != 0 &&
+        strncmp (value, "https://", 8) != 0)
+      BAD ("metadata-endpoint=%s: invalid value: expected a URL starting "
+           "with http:// or https://", value);
+    return set_string (&s->metadata_endpoint, value);
+  }
   if (strcmp (key, "ca-file") == 0) {
     char *real = realpath (value, NULL);
     if (real == NULL)
@@ -166,12 +198,29 @@ store_params_check (const struct store_params *p)
          "drop one");
   if (p->dir && (s->prefix || s->endpoint || s->region || s->access_key ||
                  s->secret_key || s->session_token || s->profile ||
-                 s->ca_file))
+                 s->ca_file || s->credentials || s->credentials_margin ||
+                 s->imds_v1 || s->metadata_endpoint))
     BAD ("prefix=, endpoint=, region=, access-key=, secret-key=, "
-         "session-token=, profile= and ca-file= are for bucket=, not dir=");
+         "session-token=, profile=, credentials=, credentials-margin=, "
+         "imds-v1=, metadata-endpoint= and ca-file= are for bucket=, not "
+         "dir=");
   if (!s->access_key != !s->secret_key)
     BAD ("access-key= and secret-key= go together: give both, or neither "
          "to use the environment or ~/.aws/credentials");
+  if (s->credentials) {
+    enum s3_creds_kind kind;
+    const char *role;
+    s3_creds_parse_kind (s->credentials, &kind, &role);
+    if (s->access_key && kind != S3_CREDS_AUTO && kind != S3_CREDS_STATIC)
+      BAD ("access-key= and secret-key= are static credentials, but "
+           "credentials=%s: drop one or the other", s->credentials);
+    if (!s->access_key && kind == S3_CREDS_STATIC)
+      BAD ("credentials=static needs access-key= and secret-key=");
+    if (s->metadata_endpoint && kind != S3_CREDS_AUTO &&
+        kind != S3_CREDS_IMDS && kind != S3_CREDS_ECS_RAM_ROLE)
+      BAD ("metadata-endpoint= is for credentials=imds or ecs-ram-role, "
+           "not credentials=%s", s->credentials);
+  }
   return 0;
 }
 
@@ -222,6 +271,8 @@ store_params_free (struct store_params *p)
   free ((char *) s->secret_key);
   free ((char *) s->session_token);
   free ((char *) s->profile);
+  free ((char *) s->credentials);
+  free ((char *) s->metadata_endpoint);
   free ((char *) s->ca_file);
   memset (p, 0, sizeof *p);
   s->path_style = -1;

@@ -57,6 +57,12 @@ extern void store_params_free (struct store_params *p);
   "secret-key=SECRET     Secret key, or +FILE, - (stdin).\n" \
   "session-token=TOKEN   Session token for temporary credentials.\n" \
   "profile=NAME          Profile in ~/.aws/credentials.\n" \
+  "credentials=SOURCE    auto (the AWS chain), static, env, profile, process,\n" \
+  "                      web-identity, container, imds, ecs-ram-role[:ROLE].\n" \
+  "credentials-margin=SECS  Refresh temporary keys this long before expiry\n" \
+  "                      (or halfway, if earlier; 300).\n" \
+  "imds-v1=true          Fall back to IMDSv1 if IMDSv2 is refused.\n" \
+  "metadata-endpoint=URL Instance metadata service (imds, ecs-ram-role).\n" \
   "ca-file=FILE          Extra CA certificate(s) for HTTPS.\n" \
   "path-style=true|false|auto  Bucket in the path, not the host name.\n" \
   "retry-time=SECS       Time spent retrying a failing request (60).\n" \

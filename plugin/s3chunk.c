@@ -623,7 +623,7 @@ print_status (const char *when)
 {
   struct cache_stats c;
   struct objstore_stats o;
-  char line[1024];
+  char line[2048], creds[1024];
 
   if (cache == NULL || store == NULL)
     return;
@@ -645,6 +645,11 @@ print_status (const char *when)
             o.lists, mib (o.bytes_up), mib (o.bytes_down), o.retries,
             o.errors, o.bytes_up ? (double) c.bytes_plain_up / o.bytes_up : 0,
             cache_failed (cache) ? "; FAILED: writes are refused" : "");
+  /* Which credentials sign (never the secret), and their expiry. */
+  if (objstore_s3_credentials (store, creds, sizeof creds) == 0) {
+    size_t n = strlen (line);
+    snprintf (line + n, sizeof line - n, "; credentials: %s", creds);
+  }
   fprintf (stderr, "nbdkit: s3chunk: %s\n", line);
   nbdkit_debug ("%s", line);
 }

@@ -21,7 +21,10 @@ s3_start_cluster
 # Only what each case gives counts: no credentials or region from the
 # caller's environment or home directory.
 unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_PROFILE \
-      AWS_SHARED_CREDENTIALS_FILE AWS_CONFIG_FILE AWS_REGION AWS_DEFAULT_REGION
+      AWS_SHARED_CREDENTIALS_FILE AWS_CONFIG_FILE AWS_REGION AWS_DEFAULT_REGION \
+      AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN \
+      AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_CONTAINER_CREDENTIALS_FULL_URI \
+      AWS_EC2_METADATA_DISABLED AWS_EC2_METADATA_SERVICE_ENDPOINT
 export HOME=$tmp/home
 mkdir -p "$HOME"
 
@@ -77,8 +80,13 @@ printf '[other]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
 AWS_SHARED_CREDENTIALS_FILE=$tmp/creds-other \
     refuses_fast 5 'profile "nosuch" not found' \
     bucket=$B endpoint=$E profile=nosuch size=64M
-check "no credentials at all"
-refuses_fast 5 'credentials: none found' bucket=$B endpoint=$E size=64M
+check "no credentials at all, instance metadata off"
+AWS_EC2_METADATA_DISABLED=true \
+    refuses_fast 5 'credentials: none found' bucket=$B endpoint=$E size=64M
+check "no credentials at all: the chain ends at instance metadata, named"
+# (here no metadata service answers: refused, or a 2 s connect timeout)
+refuses_fast 8 'credentials: EC2 instance metadata \(IMDSv2\) http://169.254.169.254: PUT' \
+    bucket=$B endpoint=$E size=64M
 # Nothing was created by the refused starts.
 expect_eq "objects under the refused prefixes" 0 "$(s3_keys v/ | wc -l)"
 

@@ -139,6 +139,11 @@ print_text (const struct cs_volume *v, const struct scan *s,
 
   tool_volume_id (v, id);
   printf ("store:             %s\n", tool_store_desc);
+  {
+    char creds[1024];
+    if (objstore_s3_credentials (tool_os, creds, sizeof creds) == 0)
+      printf ("credentials:       %s\n", creds);
+  }
   printf ("format version:    %d\n", v->crypt
           ? CS_SUPERBLOCK_VERSION_ENCRYPTED : CS_SUPERBLOCK_VERSION);
   printf ("volume id:         %s\n", id);
@@ -232,6 +237,13 @@ print_json (const struct cs_volume *v, const struct scan *s,
     json_string (fp, tool_sp.s3.bucket);
     json_key (fp, &first, "prefix");
     json_string (fp, tool_sp.s3.prefix ? tool_sp.s3.prefix : "");
+    {
+      char creds[1024];
+      if (objstore_s3_credentials (tool_os, creds, sizeof creds) == 0) {
+        json_key (fp, &first, "credentials");
+        json_string (fp, creds);
+      }
+    }
   }
   json_key (fp, &first, "format_version");
   fprintf (fp, "%d", v->crypt ? CS_SUPERBLOCK_VERSION_ENCRYPTED
