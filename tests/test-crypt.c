@@ -485,8 +485,11 @@ test_superblock (void)
     cs_buf_free (&t);
   }
   /* And format-version=2 with the encryption lines cut off. */
-  bad = strndup (sb, strstr (sb, "encryption=") - sb);
-  bad = set_field (bad, "format-version=", "2");
+  {
+    char *cut = strndup (sb, strstr (sb, "encryption=") - sb);
+    bad = set_field (cut, "format-version=", "2");
+    free (cut);
+  }
   put_sb (os, bad);
   CHECK_EQ (open_with (os, &raw, 0, &v), -EIO);
   CHECK (unit_logged ("missing fields"));

@@ -57,7 +57,7 @@ check "read back after restart (key=-3)"
 nbdcopy "nbd+unix:///?socket=$sock" "$tmp/back"
 cmp -n "$size" "$tmp/data" "$tmp/back" || fail "data differs after restart"
 stop_nbdkit "$sock"
-timeout 60 nbdkit -U - "$PLUGIN" $enc key=- --run 'nbdinfo --size "$uri"' \
+timeout 60 "${nbdkit_cmd[@]}" -U - "$PLUGIN" $enc key=- --run 'nbdinfo --size "$uri"' \
     < "$tmp/pass" > "$tmp/stdin.out" 2>&1 || { cat "$tmp/stdin.out"; fail "key=- (stdin)"; }
 
 check "no marker in any object of the encrypted volume"
