@@ -408,14 +408,39 @@ random_hex (char *out, size_t nbytes)
   return 0;
 }
 
+/* A tag no object has now: for a store whose tags are generation numbers
+ * (GCS), a number (generations are microsecond times, never 1).
+ */
+static const char *
+wrong_tag (const char *etag)
+{
+  size_t i;
+
+  for (i = 0; etag[i]; ++i)
+    if (etag[i] < '0' || etag[i] > '9')
+      return "s3chunk-probe-not-an-etag";
+  return i > 0 ? "1" : "s3chunk-probe-not-an-etag";
+}
+
 int
 lock_probe (struct objstore *os)
 {
   char key[64], hex[17];
   struct objstore_info info;
   const char *bad = NULL;
+  unsigned caps;
   int r;
 
+  r = objstore_detect (os);
+  if (r < 0)
+    return r;
+  caps = objstore_caps (os);
+  if (!(caps & OBJSTORE_CAP_CREATE)) {
+    cs_error ("lock: the store (%s) has no create-only write: no volume lock "
+              "is possible; add lock=none if you make sure yourself that "
+              "only one instance ever runs", objstore_dialect (os));
+    return -ENOTSUP;
+  }
   r = random_hex (hex, 8);
   if (r < 0)
     return r;
@@ -430,9 +455,11 @@ lock_probe (struct objstore *os)
   r = objstore_put_if (os, key, "probe 2\n", 8, NULL, NULL);
   if (r == 0)
     bad = "a second create-if-absent of the same key succeeded";
+  else if (r == -EEXIST && !(caps & OBJSTORE_CAP_CAS))
+    r = 0;                      /* create-only is all there is: enough */
   else if (r == -EEXIST) {
-    r = objstore_put_if (os, key, "probe 3\n", 8,
-                         "s3chunk-probe-not-an-etag", NULL);
+    r = objstore_put_if (os, key, "probe 3\n", 8, wrong_tag (info.etag),
+                         NULL);
     if (r == 0)
       bad = "a replace with a wrong etag succeeded";
     else if (r == -EEXIST && info.etag[0] != '\0') {
@@ -445,11 +472,12 @@ lock_probe (struct objstore *os)
   }
   objstore_del (os, key);
   if (bad) {
-    cs_error ("lock: the store does not enforce conditional writes (%s), so "
-              "the volume lock cannot keep two instances from writing the "
-              "same volume: use a store that honours If-None-Match and "
-              "If-Match, or add lock=none if you make sure yourself that "
-              "only one instance ever runs", bad);
+    cs_error ("lock: the store does not enforce conditional writes (%s), "
+              "so the volume lock cannot keep two instances from writing "
+              "the same volume (they were spelt as provider %s): give the "
+              "right provider=, use a store that honours them, or add "
+              "lock=none if you make sure yourself that only one instance "
+              "ever runs", bad, objstore_dialect (os));
     return -ENOTSUP;
   }
   if (r < 0 && r != -EEXIST) {

@@ -35,6 +35,10 @@
 
 #define LOCK_KEY "lock"
 #define LOCK_PROBE_PREFIX "lock-probe-"
+/* The S3 store's dialect probe (objstore-s3.c) leaves nothing behind,
+ * unless interrupted.
+ */
+#define LOCK_DIALECT_PROBE_PREFIX "dialect-probe-"
 #define LOCK_FORMAT_VERSION 1
 #define LOCK_MIN_LEASE 1                /* seconds; the plugin asks for 3 */
 #define LOCK_MAX_LEASE 86400

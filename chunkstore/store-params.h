@@ -57,8 +57,12 @@ extern void store_params_free (struct store_params *p);
   "secret-key=SECRET     Secret key, or +FILE, - (stdin).\n" \
   "session-token=TOKEN   Session token for temporary credentials.\n" \
   "profile=NAME          Profile in ~/.aws/credentials.\n" \
-  "ca-file=FILE          Extra CA certificate(s) for HTTPS.\n" \
-  "path-style=true|false|auto  Bucket in the path, not the host name.\n" \
+  "ca-file=FILE          CA certificate(s) for HTTPS, instead of the system's.\n" \
+  "path-style=true|false|auto|domain  Bucket in the path, not the host name.\n" \
+  "provider=auto|aws|minio|ceph|r2|gcs|oss|b2  How conditional writes are spelt.\n" \
+  "sse=AES256|aws:kms    Server-side encryption of every object.\n" \
+  "sse-kms-key-id=KEY    The KMS key for sse=aws:kms.\n" \
+  "storage-class=CLASS   Storage class of every object (no archive classes).\n" \
   "retry-time=SECS       Time spent retrying a failing request (60).\n" \
   "request-timeout=SECS  Time one HTTP request may take (30).\n"
 
