@@ -1410,7 +1410,7 @@ all_digits (const char *s)
   return true;
 }
 
-static int s3_detect (struct objstore *os);
+static int detect (struct s3store *st, bool quiet);
 
 static int
 do_put (struct s3store *st, const char *op, const char *key,
@@ -1430,7 +1430,7 @@ do_put (struct s3store *st, const char *op, const char *key,
    * say) probes first: the spelling must be known.
    */
   if (conditional && !st->detected) {
-    r = s3_detect (&st->os);
+    r = detect (st, true);
     if (r < 0)
       return r;
   }
@@ -1905,10 +1905,12 @@ probe_dialect (struct s3store *st)
   return 0;
 }
 
+/* quiet: a refusal is not logged (a conditional write under lock=none
+ * asked: its caller falls back and the user chose the risk).
+ */
 static int
-s3_detect (struct objstore *os)
+detect (struct s3store *st, bool quiet)
 {
-  struct s3store *st = (struct s3store *) os;
   int r = 0;
 
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->detect_lock);
@@ -1921,7 +1923,8 @@ s3_detect (struct objstore *os)
       st->dialect = &dialect_standard;
   }
   if (r == 0 && st->dialect->refuse) {
-    cs_error ("s3: %s: %s, so no volume lock can keep two instances from "
+    if (!quiet)
+      cs_error ("s3: %s: %s, so no volume lock can keep two instances from "
               "writing the same volume (it needs at least a create-only "
               "write): add lock=none if you make sure yourself that only one "
               "instance ever runs (two at once corrupt the volume)",
@@ -1940,6 +1943,19 @@ s3_detect (struct objstore *os)
   st->detected = true;
   st->detect_result = r;
   return r;
+}
+
+static int
+s3_detect (struct objstore *os)
+{
+  struct s3store *st = (struct s3store *) os;
+
+  /* Asked again after a quiet probe: now say it. */
+  if (st->detected && st->detect_result == -ENOTSUP && st->dialect->refuse) {
+    st->detected = false;
+    return detect (st, false);
+  }
+  return detect (st, false);
 }
 
 static unsigned
