@@ -35,6 +35,8 @@
 
 #define LOCK_KEY "lock"
 #define LOCK_PROBE_PREFIX "lock-probe-"
+/* The epoch lock's objects (a store without compare-and-swap). */
+#define LOCK_EPOCH_PREFIX "lock.d/"
 /* The S3 store's dialect probe (objstore-s3.c) leaves nothing behind,
  * unless interrupted.
  */
