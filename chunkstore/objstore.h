@@ -262,13 +262,16 @@ struct objstore_s3_params {
                                    caller resolves "+FILE" / "-" first */
   const char *profile;          /* profile in ~/.aws/credentials; default
                                    $AWS_PROFILE, else "default" */
-  const char *ca_file;          /* an extra CA bundle (PEM) to trust for
-                                   HTTPS; NULL: the system's */
+  const char *ca_file;          /* the CA bundle (PEM) to trust for HTTPS,
+                                   INSTEAD of curl's default one (it
+                                   replaces, it does not add); NULL: the
+                                   system's */
   int path_style;               /* -1 auto (path-style when the endpoint host
                                    is an IP address or localhost, or the
                                    bucket name is not a DNS label), 0
                                    virtual-hosted (bucket.host), 1 path-style
-                                   (host/bucket) */
+                                   (host/bucket), 2 the endpoint is the
+                                   bucket's own host (a custom domain) */
   unsigned connections;         /* HTTP connections kept open (one curl
                                    handle each), at most this many requests
                                    at once; 0: 16 */
