@@ -396,6 +396,27 @@ write_superblock (struct cs_volume *v, const char *if_match)
   if (r == 0)
     r = objstore_put_if (v->os, CS_SUPERBLOCK_KEY, sb.data, sb.len,
                          if_match, &info);
+  if (r == -ENOTSUP) {
+    /* The store has no such conditional write (OSS has no replace-if,
+     * B2 none at all).  The superblock is written only by the volume
+     * lock's holder (or under lock=none, at the user's risk), so the
+     * condition guards against nobody: a create checks that there is no
+     * superblock yet, then both write it plainly, through the fence.
+     */
+    struct cs_buf back = CS_BUF_INIT;
+
+    cs_debug ("write %s: the store has no %s write: written plainly by "
+              "the lock holder", CS_SUPERBLOCK_KEY,
+              if_match ? "replace-if-unchanged" : "create-only");
+    r = 0;
+    if (if_match == NULL) {
+      r = objstore_get (v->os, CS_SUPERBLOCK_KEY, 65536, &back, NULL);
+      r = r == 0 ? -EEXIST : r == -ENOENT ? 0 : r;
+    }
+    cs_buf_free (&back);
+    if (r == 0)
+      r = objstore_put (v->os, CS_SUPERBLOCK_KEY, sb.data, sb.len, &info);
+  }
   if (r == -ETIMEDOUT) {
     /* The outcome is unknown (rule 9): settle it by reading back.  Our
      * exact text there means it landed.  (The superblock's created= and

@@ -84,7 +84,18 @@ struct lock {
                                    successful write was sent */
   bool stopping, fenced;
   char why[512];
+
+  /* The epoch protocol (a store without compare-and-swap; see "The
+   * epoch lock" below): our epoch, the last heartbeat we created.
+   */
+  bool epochs;
+  uint64_t epoch, hb;
 };
+
+/* The epoch protocol, below (after the probe's helpers it needs). */
+static int epoch_read (struct objstore *os, struct lock_holder *h,
+                       int64_t *age, bool *fresh);
+static int epoch_renew (struct lock *l);
 
 /* ---------------------------------------------------------------- clocks */
 
@@ -378,6 +389,8 @@ lock_read (struct objstore *os, struct lock_holder *h, int64_t *age,
 
   r = read_lock (os, &b, &info, h, &valid);
   cs_buf_free (&b);
+  if (r == -ENOENT)
+    return epoch_read (os, h, age, fresh);
   if (r < 0)
     return r;
   if (!valid)
@@ -385,6 +398,617 @@ lock_read (struct objstore *os, struct lock_holder *h, int64_t *age,
   *age = age_of (&info);
   *fresh = !h->released && !is_stale (*age, h->lease);
   return h->released ? -ENOENT : 0;
+}
+
+/* ------------------------------------------------------- the epoch lock
+ *
+ * For a store with create-only writes and no compare-and-swap (Alibaba
+ * OSS).  The argument is in docs/FORMAT.md, "The epoch lock"; in short:
+ *
+ *   lock.d/<N>            the claim of epoch N (20 digits): created only
+ *                         if absent, so each epoch has exactly one holder;
+ *                         its text is a lock object (lock_format).  Claims
+ *                         are never deleted (but by "s3chunk destroy"):
+ *                         a deleted one could be created again by a taker
+ *                         whose listing is stale, and two would hold N.
+ *   lock.d/<N>.hb-<K>     heartbeat K of epoch N, created only if absent,
+ *                         K = 1, 2, ... without gaps; its store mtime says
+ *                         the holder is alive.
+ *   lock.d/<N>.released   epoch N's holder stopped writing: free at once.
+ *
+ * A renewal creates the next heartbeat (sent at t), THEN reads that claim
+ * N+1 does not exist and that claim N is still ours; only then does the
+ * write deadline move to t + lease - lease/3.  A taker judges epoch N stale
+ * by its newest heartbeat's age on the store's clock, creates claim N+1,
+ * and writes nothing before the store's clock says a whole lease has
+ * passed since its claim: every renewal of N that passed its check read
+ * "no N+1" before the claim existed, so it was sent before, and its
+ * deadline is over by then.  A released epoch, or none at all, needs no
+ * wait.  The holder deletes heartbeats and released markers of older
+ * epochs, and its own heartbeats but the last two.
+ */
+
+#define EPOCH_KEY_MAX 80
+
+static int refuse (const struct lock_holder *h, bool valid, int64_t age,
+                   unsigned lease);
+static void do_fence (struct lock *l, const char *reason);
+static void free_lock (struct lock *l);
+
+static void
+claim_key (char *k, uint64_t n)
+{
+  snprintf (k, EPOCH_KEY_MAX, LOCK_EPOCH_PREFIX "%020" PRIu64, n);
+}
+
+static void
+hb_key (char *k, uint64_t n, uint64_t hb)
+{
+  snprintf (k, EPOCH_KEY_MAX, LOCK_EPOCH_PREFIX "%020" PRIu64 ".hb-%020"
+            PRIu64, n, hb);
+}
+
+static void
+released_key (char *k, uint64_t n)
+{
+  snprintf (k, EPOCH_KEY_MAX, LOCK_EPOCH_PREFIX "%020" PRIu64 ".released",
+            n);
+}
+
+/* "lock.d/<N>[.hb-<K>|.released]" -> N, K (0 if none), kind. */
+enum epoch_kind { EK_CLAIM, EK_HB, EK_RELEASED, EK_OTHER };
+
+static enum epoch_kind
+parse_epoch_key (const char *key, uint64_t *n, uint64_t *k)
+{
+  const char *p = key + strlen (LOCK_EPOCH_PREFIX);
+  char *end;
+
+  if (strncmp (key, LOCK_EPOCH_PREFIX, strlen (LOCK_EPOCH_PREFIX)) != 0 ||
+      strlen (p) < 20)
+    return EK_OTHER;
+  *k = 0;
+  *n = strtoull (p, &end, 10);
+  if (end != p + 20)
+    return EK_OTHER;
+  if (*end == '\0')
+    return EK_CLAIM;
+  if (strcmp (end, ".released") == 0)
+    return EK_RELEASED;
+  if (strncmp (end, ".hb-", 4) == 0) {
+    *k = strtoull (end + 4, &end, 10);
+    return *end == '\0' ? EK_HB : EK_OTHER;
+  }
+  return EK_OTHER;
+}
+
+/* What the store says about the newest epoch. */
+struct epoch_view {
+  uint64_t epoch;               /* 0: no claim at all */
+  uint64_t hb;                  /* its newest heartbeat, 0: none */
+  bool released;
+  bool valid;                   /* the claim parsed */
+  struct lock_holder holder;
+  int64_t age;                  /* of the newest heartbeat (else of the
+                                   claim), by the store's clock; -1 */
+};
+
+struct epoch_list {
+  uint64_t epoch, hb;
+};
+
+static int
+epoch_list_one (void *opaque, const char *key, uint64_t size)
+{
+  struct epoch_list *el = opaque;
+  uint64_t n, k;
+  enum epoch_kind kind = parse_epoch_key (key, &n, &k);
+
+  if (kind == EK_OTHER)
+    return 0;
+  if (n > el->epoch) {
+    el->epoch = n;
+    el->hb = 0;
+  }
+  if (kind == EK_HB && n == el->epoch && k > el->hb)
+    el->hb = k;
+  return 0;
+}
+
+/* Get a small object; *info filled.  0, -ENOENT, or an error. */
+static int
+get_small (struct objstore *os, const char *key, struct cs_buf *b,
+           struct objstore_info *info)
+{
+  memset (info, 0, sizeof *info);
+  return objstore_get (os, key, LOCK_MAX_SIZE, b, info);
+}
+
+/* Look at the newest epoch.  The listing only gives a starting point:
+ * claims and heartbeats are found by reading keys, which the stores we
+ * know answer consistently after a write (docs/FORMAT.md).
+ */
+static int
+epoch_look (struct objstore *os, struct epoch_view *v)
+{
+  struct epoch_list el = { 0, 0 };
+  struct objstore_info info;
+  struct cs_buf b = CS_BUF_INIT;
+  char key[EPOCH_KEY_MAX];
+  int r, tries;
+
+  memset (v, 0, sizeof *v);
+  v->age = -1;
+  for (tries = 0; tries < 3; ++tries) {
+    el.epoch = el.hb = 0;
+    r = objstore_list (os, LOCK_EPOCH_PREFIX, epoch_list_one, &el);
+    if (r < 0)
+      goto out;
+    /* Newer claims than listed? */
+    for (;;) {
+      claim_key (key, el.epoch + 1);
+      r = get_small (os, key, &b, &info);
+      if (r == -ENOENT)
+        break;
+      if (r < 0)
+        goto out;
+      el.epoch++;
+      el.hb = 0;
+    }
+    v->epoch = el.epoch;
+    if (el.epoch == 0) {
+      r = 0;
+      goto out;
+    }
+    claim_key (key, el.epoch);
+    r = get_small (os, key, &b, &info);
+    if (r < 0 && r != -ENOENT)
+      goto out;
+    v->valid = r == 0 && lock_parse (b.data, b.len, &v->holder) == 0;
+    v->age = r == 0 ? age_of (&info) : -1;
+    released_key (key, el.epoch);
+    r = get_small (os, key, &b, &info);
+    if (r < 0 && r != -ENOENT)
+      goto out;
+    v->released = r == 0;
+    /* The newest heartbeat: from the listed one on, while the next one
+     * is there.
+     */
+    for (;;) {
+      hb_key (key, el.epoch, el.hb + 1);
+      r = get_small (os, key, &b, &info);
+      if (r == -ENOENT)
+        break;
+      if (r < 0)
+        goto out;
+      el.hb++;
+      v->age = age_of (&info);
+    }
+    v->hb = el.hb;
+    if (el.hb == 0) {
+      r = 0;
+      goto out;
+    }
+    hb_key (key, el.epoch, el.hb);
+    r = get_small (os, key, &b, &info);
+    if (r == 0) {
+      v->age = age_of (&info);
+      goto out;
+    }
+    if (r != -ENOENT)
+      goto out;
+    /* The listed heartbeat was cleaned up under us: the holder is at
+     * work.  List again; in the end call it fresh.
+     */
+    v->age = 0;
+  }
+  r = 0;
+ out:
+  cs_buf_free (&b);
+  return r;
+}
+
+/* Read a key back after a create whose answer was -EEXIST or -ETIMEDOUT:
+ * 1 it holds exactly text, 0 it is missing, -EEXIST something else, or an
+ * error.
+ */
+static int
+read_back (struct objstore *os, const char *key, const char *text, size_t n)
+{
+  struct objstore_info info;
+  struct cs_buf b = CS_BUF_INIT;
+  int r = get_small (os, key, &b, &info);
+
+  if (r == 0)
+    r = b.len == n && memcmp (b.data, text, n) == 0 ? 1 : -EEXIST;
+  else if (r == -ENOENT)
+    r = 0;
+  cs_buf_free (&b);
+  return r;
+}
+
+/* Create key with text: 0 ours is there, -EEXIST another is, -EAGAIN
+ * nothing is (an unknown outcome that did not land yet), or an error.
+ */
+static int
+create_settled (struct objstore *os, const char *key, const char *text,
+                size_t n)
+{
+  int r = objstore_put_if (os, key, text, n, NULL, NULL);
+
+  if (r == 0)
+    return 0;
+  if (r != -EEXIST && r != -ETIMEDOUT)
+    return r;
+  r = read_back (os, key, text, n);
+  return r == 1 ? 0 : r == 0 ? -EAGAIN : r;
+}
+
+/* Delete what older epochs left (heartbeats, released markers), never a
+ * claim.  Failures only leave garbage for the next holder.
+ */
+struct epoch_garbage {
+  uint64_t below;
+  char **keys;
+  size_t n, cap;
+};
+
+static int
+epoch_garbage_one (void *opaque, const char *key, uint64_t size)
+{
+  struct epoch_garbage *g = opaque;
+  uint64_t n, k;
+  enum epoch_kind kind = parse_epoch_key (key, &n, &k);
+  char **bigger;
+
+  if ((kind != EK_HB && kind != EK_RELEASED) || n >= g->below)
+    return 0;
+  if (g->n == g->cap) {
+    g->cap = g->cap ? 2 * g->cap : 16;
+    bigger = realloc (g->keys, g->cap * sizeof *g->keys);
+    if (bigger == NULL)
+      return -ENOMEM;
+    g->keys = bigger;
+  }
+  g->keys[g->n] = strdup (key);
+  if (g->keys[g->n] == NULL)
+    return -ENOMEM;
+  g->n++;
+  return 0;
+}
+
+static void
+epoch_cleanup (struct lock *l)
+{
+  struct epoch_garbage g = { l->epoch, NULL, 0, 0 };
+  size_t i;
+
+  if (objstore_list (l->os, LOCK_EPOCH_PREFIX, epoch_garbage_one, &g) == 0 &&
+      g.n > 0) {
+    cs_debug ("lock: deleting %zu heartbeat and released objects of epochs "
+              "before %" PRIu64, g.n, l->epoch);
+    objstore_del_many (l->os, (const char *const *) g.keys, g.n);
+  }
+  for (i = 0; i < g.n; ++i)
+    free (g.keys[i]);
+  free (g.keys);
+}
+
+/* Wait until the store's clock says a whole lease (and the margin) has
+ * passed since our claim was stamped: see the top of this section.
+ */
+static int
+epoch_wait (struct lock *l, unsigned lease)
+{
+  struct objstore_info info;
+  struct cs_buf b = CS_BUF_INIT;
+  char key[EPOCH_KEY_MAX];
+  int64_t age;
+  int r;
+
+  claim_key (key, l->epoch);
+  cs_debug ("lock: epoch %" PRIu64 " claimed: waiting %u s by the store's "
+            "clock before writing", l->epoch, lease + LOCK_TAKE_MARGIN);
+  for (;;) {
+    r = get_small (l->os, key, &b, &info);
+    if (r < 0)
+      break;
+    age = age_of (&info);
+    if (age < 0) {
+      cs_error ("lock: the store gave no time for %s: cannot take the lock "
+                "over safely", key);
+      r = -EIO;
+      break;
+    }
+    if (is_stale (age, lease))
+      break;
+    {
+      /* (The store's clock has whole seconds: look four times a one.) */
+      struct timespec ts = { 0, 250 * 1000 * 1000 };
+      while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
+        ;
+    }
+  }
+  cs_buf_free (&b);
+  return r;
+}
+
+static int
+epoch_acquire (struct lock *l, const struct lock_params *p)
+{
+  struct epoch_view v;
+  char key[EPOCH_KEY_MAX], text[LOCK_MAX_SIZE], desc[512];
+  int attempt, n, r;
+
+  l->epochs = true;
+  for (attempt = 0; attempt < ACQUIRE_ATTEMPTS; ++attempt) {
+    bool stale, taking;
+
+    r = epoch_look (l->os, &v);
+    if (r < 0)
+      return r;
+    taking = v.epoch > 0 && !v.released;
+    stale = taking && is_stale (v.age, v.valid ? v.holder.lease : p->lease);
+    if (taking && !stale && !p->force)
+      return refuse (&v.holder, v.valid, v.age, p->lease);
+
+    l->epoch = v.epoch + 1;
+    l->me.sequence++;
+    l->me.taken_at = l->me.renewed_at = time (NULL);
+    n = lock_format (&l->me, text, sizeof text);
+    if (n < 0)
+      return n;
+    claim_key (key, l->epoch);
+    r = create_settled (l->os, key, text, n);
+    if (r == -EAGAIN)
+      continue;                 /* not there: look again */
+    if (r == -EEXIST) {
+      /* Another taker created this epoch first: it is the holder. */
+      r = epoch_look (l->os, &v);
+      if (r < 0)
+        return r;
+      return refuse (&v.holder, v.valid, v.age, p->lease);
+    }
+    if (r < 0)
+      return r;
+
+    if (v.valid)
+      lock_describe (&v.holder, v.age, desc, sizeof desc);
+    else
+      snprintf (desc, sizeof desc, "an unreadable lock claim");
+    if (taking) {
+      cs_warn ("lock: took over the %s lock of %s", stale ? "stale" :
+               "FRESH (force-unlock=true)", desc);
+      /* The holder taken over stops by its own lease. */
+      r = epoch_wait (l, v.valid ? v.holder.lease : p->lease);
+      if (r < 0)
+        return r;
+    }
+    else if (v.epoch > 0)
+      cs_debug ("lock: took the lock released by %s", desc);
+    break;
+  }
+  if (attempt == ACQUIRE_ATTEMPTS) {
+    cs_error ("lock: the lock claims kept changing while taking the lock "
+              "(other instances starting and stopping?): try again");
+    return -EBUSY;
+  }
+  /* The first heartbeat opens the fence (its check runs as always). */
+  for (int i = 0; i < 3; ++i) {
+    r = epoch_renew (l);
+    if (r != -EAGAIN)
+      break;
+  }
+  if (r < 0) {
+    if (r != -ENOLCK)
+      cs_error ("lock: the first heartbeat of epoch %" PRIu64 " failed: %s",
+                l->epoch, strerror (-r));
+    return r == -ENOLCK ? -EBUSY : r;
+  }
+  epoch_cleanup (l);
+  cs_debug ("lock: taken, epoch %" PRIu64 ", owner %s, lease %u s",
+            l->epoch, l->me.owner, l->me.lease);
+  return 0;
+}
+
+static int
+epoch_renew (struct lock *l)
+{
+  struct objstore_info info;
+  struct cs_buf b = CS_BUF_INIT;
+  struct lock_holder h;
+  char key[EPOCH_KEY_MAX], text[256], desc[512], why[700];
+  uint64_t k;
+  int64_t sent;
+  int n, r;
+
+  pthread_mutex_lock (&l->mu);
+  if (l->fenced) {
+    pthread_mutex_unlock (&l->mu);
+    return -ENOLCK;
+  }
+  k = l->hb + 1;
+  l->me.pid = getpid ();
+  pthread_mutex_unlock (&l->mu);
+
+  n = snprintf (text, sizeof text, "s3chunk lock heartbeat\nowner=%s\n"
+                "epoch=%" PRIu64 "\nheartbeat=%" PRIu64 "\npid=%" PRId64 "\n",
+                l->me.owner, l->epoch, k, l->me.pid);
+  hb_key (key, l->epoch, k);
+  sent = cs_boottime_ns ();
+  r = create_settled (l->os, key, text, n);
+  if (r == -EEXIST) {
+    /* Only we write our epoch's heartbeats: an older write of ours with
+     * another pid (before nbdkit's fork).  Take the next number.
+     */
+    pthread_mutex_lock (&l->mu);
+    l->hb = k;
+    pthread_mutex_unlock (&l->mu);
+    return -EAGAIN;
+  }
+  if (r < 0) {
+    cs_debug ("lock: heartbeat %" PRIu64 " failed: %s: will retry", k,
+              strerror (-r));
+    return r;
+  }
+  pthread_mutex_lock (&l->mu);
+  l->hb = k;
+  pthread_mutex_unlock (&l->mu);
+
+  /* After the heartbeat, never before it: no newer claim, ours still
+   * there.  (In this order: a holder of a later epoch deletes nothing but
+   * heartbeats and released markers, yet "s3chunk destroy" deletes all.)
+   */
+  claim_key (key, l->epoch + 1);
+  r = get_small (l->os, key, &b, &info);
+  if (r == 0) {
+    if (lock_parse (b.data, b.len, &h) == 0) {
+      lock_describe (&h, age_of (&info), desc, sizeof desc);
+      snprintf (why, sizeof why, "another instance took the volume over: "
+                "%s", desc);
+    }
+    else
+      snprintf (why, sizeof why, "another instance took the volume over "
+                "(epoch %" PRIu64 ")", l->epoch + 1);
+    cs_buf_free (&b);
+    do_fence (l, why);
+    return -ENOLCK;
+  }
+  if (r != -ENOENT) {
+    cs_buf_free (&b);
+    return r;
+  }
+  claim_key (key, l->epoch);
+  r = get_small (l->os, key, &b, &info);
+  if (r == 0 && (lock_parse (b.data, b.len, &h) < 0 ||
+                 strcmp (h.owner, l->me.owner) != 0))
+    r = -EEXIST;
+  cs_buf_free (&b);
+  if (r == -ENOENT || r == -EEXIST) {
+    do_fence (l, r == -ENOENT ? "the lock claim was deleted (s3chunk "
+              "destroy or unlock?)" : "the lock claim is not ours any more");
+    return -ENOLCK;
+  }
+  if (r < 0)
+    return r;
+
+  pthread_mutex_lock (&l->mu);
+  if (sent > l->ok_sent)
+    l->ok_sent = sent;
+  if (!l->fenced)
+    cs_fence_set (&l->wfence, l->ok_sent + secs_ns (l->fence_after));
+  pthread_cond_broadcast (&l->cond);
+  pthread_mutex_unlock (&l->mu);
+
+  /* Our own heartbeats but the last two. */
+  if (k > 2) {
+    hb_key (key, l->epoch, k - 2);
+    objstore_del (l->os, key);
+  }
+  return 0;
+}
+
+static int
+epoch_release (struct lock *l)
+{
+  char key[EPOCH_KEY_MAX], text[LOCK_MAX_SIZE];
+  int n, r;
+
+  /* A marker, never a delete of the claim (see the section's top).  Also
+   * after a fence: a later epoch does not look at ours.
+   */
+  pthread_mutex_lock (&l->mu);
+  l->me.released = true;
+  l->me.sequence++;
+  l->me.renewed_at = time (NULL);
+  pthread_mutex_unlock (&l->mu);
+  n = lock_format (&l->me, text, sizeof text);
+  released_key (key, l->epoch);
+  r = n < 0 ? n : create_settled (l->os, key, text, n);
+  if (r == -EEXIST)
+    r = 0;
+  cs_fence_close (&l->wfence);
+  if (r < 0)
+    cs_warn ("lock: could not release the lock (%s): the next start waits "
+             "until its lease has run out", strerror (-r));
+  else
+    cs_debug ("lock: epoch %" PRIu64 " released", l->epoch);
+  free_lock (l);
+  return r;
+}
+
+struct key_list {
+  char **keys;
+  size_t n, cap;
+};
+
+static int
+collect_key (void *opaque, const char *key, uint64_t size)
+{
+  struct key_list *kl = opaque;
+  char **bigger;
+
+  if (kl->n == kl->cap) {
+    kl->cap = kl->cap ? 2 * kl->cap : 16;
+    bigger = realloc (kl->keys, kl->cap * sizeof *kl->keys);
+    if (bigger == NULL)
+      return -ENOMEM;
+    kl->keys = bigger;
+  }
+  if ((kl->keys[kl->n] = strdup (key)) == NULL)
+    return -ENOMEM;
+  kl->n++;
+  return 0;
+}
+
+/* "s3chunk destroy": every lock object, if the newest epoch is ours. */
+static int
+epoch_delete_all (struct lock *l)
+{
+  struct epoch_view v;
+  struct key_list kl = { NULL, 0, 0 };
+  size_t i;
+  int r;
+
+  r = epoch_look (l->os, &v);
+  if (r < 0)
+    return r;
+  if (v.epoch != l->epoch) {
+    cs_warn ("lock: not deleting the lock objects: the lock is not ours any "
+             "more");
+    return 0;
+  }
+  r = objstore_list (l->os, LOCK_EPOCH_PREFIX, collect_key, &kl);
+  if (r == 0 && kl.n)
+    r = objstore_del_many (l->os, (const char *const *) kl.keys, kl.n);
+  for (i = 0; i < kl.n; ++i)
+    free (kl.keys[i]);
+  free (kl.keys);
+  return r;
+}
+
+static int
+epoch_read (struct objstore *os, struct lock_holder *h, int64_t *age,
+            bool *fresh)
+{
+  struct epoch_view v;
+  int r = epoch_look (os, &v);
+
+  if (r < 0)
+    return r;
+  if (v.epoch == 0)
+    return -ENOENT;
+  if (!v.valid) {
+    cs_error ("read %s: the newest lock claim is not a valid lock object",
+              LOCK_EPOCH_PREFIX);
+    return -EIO;
+  }
+  *h = v.holder;
+  h->released = v.released;
+  h->sequence = v.hb;
+  *age = v.age;
+  *fresh = !v.released && !is_stale (v.age, h->lease);
+  return v.released ? -ENOENT : 0;
 }
 
 /* ------------------------------------------------------------ the probe */
@@ -408,14 +1032,39 @@ random_hex (char *out, size_t nbytes)
   return 0;
 }
 
+/* A tag no object has now: for a store whose tags are generation numbers
+ * (GCS), a number (generations are microsecond times, never 1).
+ */
+static const char *
+wrong_tag (const char *etag)
+{
+  size_t i;
+
+  for (i = 0; etag[i]; ++i)
+    if (etag[i] < '0' || etag[i] > '9')
+      return "s3chunk-probe-not-an-etag";
+  return i > 0 ? "1" : "s3chunk-probe-not-an-etag";
+}
+
 int
 lock_probe (struct objstore *os)
 {
   char key[64], hex[17];
   struct objstore_info info;
   const char *bad = NULL;
+  unsigned caps;
   int r;
 
+  r = objstore_detect (os);
+  if (r < 0)
+    return r;
+  caps = objstore_caps (os);
+  if (!(caps & OBJSTORE_CAP_CREATE)) {
+    cs_error ("lock: the store (%s) has no create-only write: no volume lock "
+              "is possible; add lock=none if you make sure yourself that "
+              "only one instance ever runs", objstore_dialect (os));
+    return -ENOTSUP;
+  }
   r = random_hex (hex, 8);
   if (r < 0)
     return r;
@@ -430,9 +1079,11 @@ lock_probe (struct objstore *os)
   r = objstore_put_if (os, key, "probe 2\n", 8, NULL, NULL);
   if (r == 0)
     bad = "a second create-if-absent of the same key succeeded";
+  else if (r == -EEXIST && !(caps & OBJSTORE_CAP_CAS))
+    r = 0;                      /* create-only is all there is: enough */
   else if (r == -EEXIST) {
-    r = objstore_put_if (os, key, "probe 3\n", 8,
-                         "s3chunk-probe-not-an-etag", NULL);
+    r = objstore_put_if (os, key, "probe 3\n", 8, wrong_tag (info.etag),
+                         NULL);
     if (r == 0)
       bad = "a replace with a wrong etag succeeded";
     else if (r == -EEXIST && info.etag[0] != '\0') {
@@ -445,11 +1096,12 @@ lock_probe (struct objstore *os)
   }
   objstore_del (os, key);
   if (bad) {
-    cs_error ("lock: the store does not enforce conditional writes (%s), so "
-              "the volume lock cannot keep two instances from writing the "
-              "same volume: use a store that honours If-None-Match and "
-              "If-Match, or add lock=none if you make sure yourself that "
-              "only one instance ever runs", bad);
+    cs_error ("lock: the store does not enforce conditional writes (%s), "
+              "so the volume lock cannot keep two instances from writing "
+              "the same volume (they were spelt as provider %s): give the "
+              "right provider=, use a store that honours them, or add "
+              "lock=none if you make sure yourself that only one instance "
+              "ever runs", bad, objstore_dialect (os));
     return -ENOTSUP;
   }
   if (r < 0 && r != -EEXIST) {
@@ -632,9 +1284,19 @@ lock_acquire (struct objstore *os, const struct lock_params *p,
 
   if (p->lease < LOCK_MIN_LEASE || p->lease > LOCK_MAX_LEASE)
     return -EINVAL;
+  r = objstore_detect (os);
+  if (r < 0)
+    return r;
   r = init_lock (os, p, &l);
   if (r < 0)
     return r;
+  if (!(objstore_caps (os) & OBJSTORE_CAP_CAS)) {
+    r = epoch_acquire (l, p);
+    if (r < 0)
+      goto fail;
+    *out = l;
+    return 0;
+  }
 
   for (attempt = 0; attempt < ACQUIRE_ATTEMPTS; ++attempt) {
     char etag[128], cur[128], desc[512];
@@ -748,6 +1410,8 @@ lock_renew (struct lock *l)
   int64_t age;
   int r;
 
+  if (l->epochs)
+    return epoch_renew (l);
   pthread_mutex_lock (&l->mu);
   if (l->fenced) {
     pthread_mutex_unlock (&l->mu);
@@ -913,6 +1577,8 @@ lock_release (struct lock *l)
   if (l == NULL)
     return 0;
   lock_stop (l);
+  if (l->epochs)
+    return epoch_release (l);
 
   /* Whatever the plugin had under way was joined before this
    * (cache_close).  The fence closes once the released object is written:
@@ -962,6 +1628,11 @@ lock_release_delete (struct lock *l)
 
   lock_stop (l);
   cs_fence_close (&l->wfence);
+  if (l->epochs) {
+    r = epoch_delete_all (l);
+    free_lock (l);
+    return r;
+  }
   r = read_lock (l->os, &b, &info, &seen, &valid);
   cs_buf_free (&b);
   if (r == -ENOENT)

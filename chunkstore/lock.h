@@ -35,6 +35,12 @@
 
 #define LOCK_KEY "lock"
 #define LOCK_PROBE_PREFIX "lock-probe-"
+/* The epoch lock's objects (a store without compare-and-swap). */
+#define LOCK_EPOCH_PREFIX "lock.d/"
+/* The S3 store's dialect probe (objstore-s3.c) leaves nothing behind,
+ * unless interrupted.
+ */
+#define LOCK_DIALECT_PROBE_PREFIX "dialect-probe-"
 #define LOCK_FORMAT_VERSION 1
 #define LOCK_MIN_LEASE 1                /* seconds; the plugin asks for 3 */
 #define LOCK_MAX_LEASE 86400

@@ -28,6 +28,7 @@ struct faultstore {
   char key[64];                 /* only this key, if set */
   unsigned stalled, faulted;
   uint64_t release_gen;
+  unsigned caps;                /* 0: the inner store's */
 };
 
 /* Decide what happens to this call; for a stall, wait here. */
@@ -118,6 +119,12 @@ fault_put_if (struct objstore *os, const char *key, const void *data,
   struct faultstore *f = (struct faultstore *) os;
   int err = -EIO, r;
 
+  if (f->caps &&
+      !(f->caps & (if_match ? OBJSTORE_CAP_CAS : OBJSTORE_CAP_CREATE))) {
+    cs_error ("put-if %s: this test store has no %s", key,
+              if_match ? "compare-and-swap" : "create-only write");
+    return -ENOTSUP;
+  }
   switch (decide (f, FAULT_OP_PUT_IF, key, &err)) {
   case FAULT_FAIL:
     cs_error ("put-if %s: injected fault: %s", key, strerror (-err));
@@ -225,14 +232,41 @@ fault_sibling (struct objstore *os, struct objstore **out)
   g->err = f->err;
   g->skip = f->skip;
   g->count = f->count;
+  g->caps = f->caps;
   memcpy (g->key, f->key, sizeof g->key);
   pthread_mutex_unlock (&f->lock);
   *out = w;
   return 0;
 }
 
+static int
+fault_detect (struct objstore *os)
+{
+  return objstore_detect (((struct faultstore *) os)->inner);
+}
+
+static unsigned
+fault_caps (struct objstore *os)
+{
+  struct faultstore *f = (struct faultstore *) os;
+
+  return f->caps ? f->caps : objstore_caps (f->inner);
+}
+
+static const char *
+fault_dialect (struct objstore *os)
+{
+  struct faultstore *f = (struct faultstore *) os;
+
+  return f->caps == OBJSTORE_CAP_CREATE ? "create-only" :
+    objstore_dialect (f->inner);
+}
+
 static const struct objstore_ops fault_ops = {
   .name = "fault",
+  .detect = fault_detect,
+  .caps = fault_caps,
+  .dialect = fault_dialect,
   .sibling = fault_sibling,
   .set_fence = fault_set_fence,
   .get = fault_get,
@@ -273,6 +307,14 @@ objstore_fault_set (struct objstore *os, unsigned ops,
   f->skip = skip;
   f->count = count;
   f->key[0] = '\0';
+}
+
+void
+objstore_fault_set_caps (struct objstore *os, unsigned caps)
+{
+  struct faultstore *f = (struct faultstore *) os;
+
+  f->caps = caps;
 }
 
 void

@@ -72,9 +72,15 @@
  * The one exception is a DELETE answered 404: the key is gone either way,
  * which is all a delete promises.
  *
- * Conditional headers: If-Match carries the etag bare, without quotes: Ceph
- * radosgw 16.2 compares the bare value and fails every quoted one with 412,
- * and AWS and MinIO accept it bare.
+ * Dialects: how a store spells conditional writes is one entry of a small
+ * table (dialects[] below), kept apart from the request engine: which
+ * header makes a PUT create-only, which makes it replace-if-unchanged and
+ * what value that carries (a quoted ETag, a bare one, or a generation
+ * number), and which error code besides 412 says "the condition failed".
+ * provider= picks the entry; "auto" takes it from the endpoint's host name
+ * when that names a provider, else s3_detect probes the store once on a
+ * throw-away key before the lock is taken.  docs/S3.md has the provider
+ * table and the documentation each entry follows.
  */
 #include <config.h>
 
@@ -89,6 +95,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -117,6 +124,111 @@
 #define CLOCK_HINT \
   "check the access key, secret key, region and the machine's clock"
 
+/* ------------------------------------------------------------ dialects */
+
+enum s3_tag {
+  TAG_QUOTED,                   /* If-Match: "etag" (RFC 7232 entity-tag) */
+  TAG_BARE,                     /* If-Match: etag (Ceph RGW 16.2) */
+  TAG_GENERATION,               /* the object's generation number (GCS) */
+};
+
+struct s3_dialect {
+  const char *name;             /* the provider= word, or what auto found */
+  const char *create_header;    /* makes a PUT create-only; NULL: none */
+  const char *create_value;
+  const char *replace_header;   /* replace-if-unchanged; NULL: none (no
+                                   compare-and-swap) */
+  enum s3_tag tag;              /* what replace_header carries */
+  const char *refuse;           /* non-NULL: no conditional write at all;
+                                   what is missing, for the refusal */
+};
+
+/* What each provider's documentation says (docs/S3.md names the pages):
+ *  - AWS S3 (since 2024-08 create-only, 2024-11 If-Match), MinIO (since
+ *    RELEASE.2024-05-07) and R2: If-None-Match: * and If-Match with the
+ *    ETag as RFC 7232 spells it, quoted (R2 refuses a bare one); a failed
+ *    condition is 412, and AWS answers 409 ConditionalRequestConflict when
+ *    another write to the key is under way: that refusal is definite (our
+ *    request did nothing), so it is retried like a 503 and, once the
+ *    budget is spent, reported as -EEXIST, which every caller settles by
+ *    reading the key again;
+ *  - Ceph RGW 16.2 compares If-Match with the bare ETag: "standard-bare",
+ *    found by the probe (a quoted If-Match of the object's own ETag
+ *    answered 412);
+ *  - GCS's XML API: x-goog-if-generation-match: 0 creates only, and the
+ *    object's generation (x-goog-generation on GET and PUT answers, which
+ *    we carry in objstore_info.etag) replaces only that generation;
+ *  - Alibaba OSS: PutObject answers 400 NotImplemented to If-Match and
+ *    If-None-Match; x-oss-forbid-overwrite: true creates only (409
+ *    FileAlreadyExists); there is no compare-and-swap, so the lock uses
+ *    its epoch protocol (lock.h);
+ *  - Backblaze B2's S3-compatible API documents no conditional PUT.
+ */
+static const struct s3_dialect dialect_aws = {
+  "aws", "If-None-Match", "*", "If-Match", TAG_QUOTED, NULL,
+};
+static const struct s3_dialect dialect_minio = {
+  "minio", "If-None-Match", "*", "If-Match", TAG_QUOTED, NULL,
+};
+static const struct s3_dialect dialect_ceph = {
+  "ceph", "If-None-Match", "*", "If-Match", TAG_BARE, NULL,
+};
+static const struct s3_dialect dialect_r2 = {
+  "r2", "If-None-Match", "*", "If-Match", TAG_QUOTED, NULL,
+};
+static const struct s3_dialect dialect_gcs = {
+  "gcs", "x-goog-if-generation-match", "0", "x-goog-if-generation-match",
+  TAG_GENERATION, NULL,
+};
+static const struct s3_dialect dialect_oss = {
+  "oss", "x-oss-forbid-overwrite", "true", NULL, TAG_QUOTED, NULL,
+};
+static const struct s3_dialect dialect_b2 = {
+  "b2", NULL, NULL, NULL, TAG_QUOTED,
+  "Backblaze B2's S3-compatible API has no conditional PutObject (neither "
+  "If-None-Match nor If-Match)",
+};
+/* What the probe can find when the host names no provider. */
+static const struct s3_dialect dialect_standard = {
+  "standard", "If-None-Match", "*", "If-Match", TAG_QUOTED, NULL,
+};
+static const struct s3_dialect dialect_standard_bare = {
+  "standard-bare", "If-None-Match", "*", "If-Match", TAG_BARE, NULL,
+};
+static const struct s3_dialect dialect_none = {
+  "none", NULL, NULL, NULL, TAG_QUOTED,
+  "the store enforces no conditional write (If-None-Match was refused as "
+  "not implemented, and x-oss-forbid-overwrite: true was ignored)",
+};
+
+static const struct s3_dialect *const providers[] = {
+  &dialect_aws, &dialect_minio, &dialect_ceph, &dialect_r2, &dialect_gcs,
+  &dialect_oss, &dialect_b2,
+};
+
+/* The provider an endpoint host names, or NULL. */
+static const struct s3_dialect *
+dialect_of_host (const char *host)
+{
+  static const struct { const char *suffix; const struct s3_dialect *d; }
+  hosts[] = {
+    { ".r2.cloudflarestorage.com", &dialect_r2 },
+    { "storage.googleapis.com", &dialect_gcs },
+    { ".aliyuncs.com", &dialect_oss },
+    { ".backblazeb2.com", &dialect_b2 },
+    { ".amazonaws.com", &dialect_aws },
+  };
+  size_t n = strlen (host), i;
+
+  for (i = 0; i < sizeof hosts / sizeof hosts[0]; ++i) {
+    size_t m = strlen (hosts[i].suffix);
+    if (n >= m && strcasecmp (host + n - m, hosts[i].suffix) == 0 &&
+        (n == m || hosts[i].suffix[0] == '.' || host[n - m - 1] == '.'))
+      return hosts[i].d;
+  }
+  return NULL;
+}
+
 struct s3store {
   struct objstore os;           /* must be first */
 
@@ -132,6 +244,17 @@ struct s3store {
   struct s3_creds_provider *creds; /* shared with the sibling */
   double retry_time;            /* < 0: no retries */
   double request_timeout;
+  char *sse, *sse_kms_key_id, *storage_class;
+
+  const struct s3_dialect *dialect;
+  const char *dialect_how;      /* "given", "from the endpoint", "probed" */
+  pthread_mutex_t detect_lock;  /* one probe at a time */
+  bool detected;                /* s3_detect ran (or nothing to find) */
+  int detect_result;
+  int64_t clock_offset;         /* seconds added to time (NULL) when
+                                   signing (RequestTimeTooSkewed); atomic */
+  int skew_logged;              /* atomic */
+  int no_cas_logged;            /* atomic */
 
   pthread_mutex_t lock;         /* protects the pool below */
   pthread_cond_t cond;          /* a handle was returned */
@@ -311,8 +434,12 @@ struct s3_call {
   size_t body_len;
   const char *content_type;
   const char *content_md5;      /* base64, or NULL */
-  const char *cond_name;        /* "If-None-Match" / "If-Match", or NULL */
+  const char *cond_name;        /* the dialect's conditional header, or
+                                   NULL */
   const char *cond_value;
+  struct sigv4_header extra[3]; /* more signed headers (SSE, storage
+                                   class) */
+  size_t n_extra;
   struct cs_buf *out;           /* a 2xx body goes here; NULL: dropped */
   size_t max_len;               /* larger 2xx bodies: -EFBIG (default:
                                    SIZE_MAX) */
@@ -329,6 +456,7 @@ struct s3_call {
   bool efbig;
   bool in_2xx;                  /* parsing a 2xx response right now */
   char etag[128];
+  char generation[32];          /* x-goog-generation (GCS) */
   int64_t mtime, date;
   char request_id[128];
   char bucket_region[64];
@@ -337,6 +465,7 @@ struct s3_call {
   char errbuf[CURL_ERROR_SIZE];
   unsigned attempts;
   bool ambiguous_seen;          /* some attempt may have taken effect */
+  bool skew_retried;            /* re-signed once after RequestTimeTooSkewed */
   double elapsed;
 
   /* The attempt under way. */
@@ -389,7 +518,11 @@ s3_retryable (const struct s3_call *c)
     return true;
   }
   /* S3 says these with other statuses too (RequestTimeout is a 400). */
+  /* ConditionalRequestConflict (AWS, 409): another write to the key was
+   * under way and ours did nothing; AWS's guide says to retry it.
+   */
   return strcmp (c->err.code, "RequestTimeout") == 0 ||
+    strcmp (c->err.code, "ConditionalRequestConflict") == 0 ||
     strcmp (c->err.code, "SlowDown") == 0 ||
     strcmp (c->err.code, "InternalError") == 0 ||
     strcmp (c->err.code, "ServiceUnavailable") == 0;
@@ -452,13 +585,20 @@ s3_errno (const struct s3_call *c)
   case 408:
     return -ETIMEDOUT;
   case 409:
-    return strcmp (c->err.code, "ConditionalRequestConflict") == 0 ?
-      -EEXIST : -EIO;
+    /* ConditionalRequestConflict once its retries are spent: the
+     * condition is not known to hold, and the caller re-reads (see the
+     * dialect table).  FileAlreadyExists: OSS's refused create-only.
+     */
+    return strcmp (c->err.code, "ConditionalRequestConflict") == 0 ||
+      strcmp (c->err.code, "FileAlreadyExists") == 0 ? -EEXIST : -EIO;
   case 412:
     return -EEXIST;
   case 400:
+  case 501:
+    if (strcmp (c->err.code, "NotImplemented") == 0)
+      return -ENOTSUP;
     return strcmp (c->err.code, "RequestTimeout") == 0 ?
-      -ETIMEDOUT : -EINVAL;
+      -ETIMEDOUT : c->status == 400 ? -EINVAL : -EIO;
   default:
     return -EIO;
   }
@@ -541,6 +681,7 @@ header_cb (char *line, size_t size, size_t nitems, void *opaque)
     c->status = sp ? strtol (sp + 1, NULL, 10) : 0;
     c->in_2xx = is_2xx (c->status);
     c->etag[0] = c->request_id[0] = c->bucket_region[0] = '\0';
+    c->generation[0] = '\0';
     c->mtime = c->date = 0;
     return len;
   }
@@ -571,6 +712,8 @@ header_cb (char *line, size_t size, size_t nitems, void *opaque)
     time_t t = curl_getdate (value, NULL);
     c->date = t > 0 ? t : 0;
   }
+  else if (header_is (line, len, "x-goog-generation", &v))
+    header_value (v, end, c->generation, sizeof c->generation);
   else if (header_is (line, len, "x-amz-request-id", &v))
     header_value (v, end, c->request_id, sizeof c->request_id);
   else if (header_is (line, len, "x-amz-bucket-region", &v))
@@ -774,7 +917,7 @@ attempt_signed (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
   CURL *h = conn->easy;
   CLEANUP_FREE char *path = NULL, *query = NULL, *url_query = NULL;
   CLEANUP_FREE char *auth = NULL, *url = NULL;
-  struct sigv4_header hdr[8];
+  struct sigv4_header hdr[12];
   size_t n = 0, i;
   char amz_date[17];
   struct curl_slist *list = NULL;
@@ -791,6 +934,7 @@ attempt_signed (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
   c->status = 0;
   c->efbig = c->in_2xx = false;
   c->etag[0] = c->request_id[0] = c->bucket_region[0] = '\0';
+  c->generation[0] = '\0';
   c->mtime = c->date = 0;
   memset (&c->err, 0, sizeof c->err);
   c->err_body.len = 0;
@@ -812,8 +956,12 @@ attempt_signed (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
   if (url == NULL)
     return -ENOMEM;
 
-  /* Signed fresh on every attempt: x-amz-date is now. */
-  sigv4_amz_date (time (NULL), amz_date);
+  /* Signed fresh on every attempt: x-amz-date is now, by the store's
+   * clock once a RequestTimeTooSkewed told us how far ours is off.
+   */
+  sigv4_amz_date (time (NULL) + __atomic_load_n (&st->clock_offset,
+                                                 __ATOMIC_RELAXED),
+                  amz_date);
   hdr[n++] = (struct sigv4_header) { "host", st->host };
   hdr[n++] = (struct sigv4_header) { "x-amz-date", amz_date };
   hdr[n++] = (struct sigv4_header) { "x-amz-content-sha256", payload_hash };
@@ -824,6 +972,8 @@ attempt_signed (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
     hdr[n++] = (struct sigv4_header) { "content-md5", c->content_md5 };
   if (c->cond_name)
     hdr[n++] = (struct sigv4_header) { c->cond_name, c->cond_value };
+  for (i = 0; i < c->n_extra; ++i)
+    hdr[n++] = c->extra[i];
   req.path = path;
   req.query = query;
   req.n_headers = n;
@@ -864,6 +1014,10 @@ attempt_signed (struct s3store *st, struct s3_conn *conn, struct s3_call *c,
   /* Reset keeps the live connection, the DNS and TLS session caches. */
   curl_easy_reset (h);
   curl_easy_setopt (h, CURLOPT_URL, url);
+  /* The path we signed is the path we send: curl must not squash "/./"
+   * or "/../" (prefix= refuses them too, see normalise_prefix).
+   */
+  curl_easy_setopt (h, CURLOPT_PATH_AS_IS, 1L);
   curl_easy_setopt (h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt (h, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
   curl_easy_setopt (h, CURLOPT_HTTPHEADER, list);
@@ -1003,6 +1157,23 @@ outcome_unknown (struct s3store *st, struct s3_call *c)
   return -ETIMEDOUT;
 }
 
+/* The store's Date says our clock is this far off: sign by its clock. */
+static void
+correct_clock (struct s3store *st, int64_t store_date)
+{
+  int64_t offset = store_date - (int64_t) time (NULL);
+
+  __atomic_store_n (&st->clock_offset, offset, __ATOMIC_RELAXED);
+  if (__atomic_exchange_n (&st->skew_logged, 1, __ATOMIC_RELAXED) == 0)
+    cs_warn ("s3: %s refused a request as RequestTimeTooSkewed: this "
+             "machine's clock is %" PRId64 " s %s the store's; signing by "
+             "the store's clock from now on (set the clock right: NTP)",
+             st->endpoint, offset < 0 ? -offset : offset,
+             offset < 0 ? "ahead of" : "behind");
+  else
+    cs_debug ("s3: clock offset to the store now %" PRId64 " s", offset);
+}
+
 /* Run a call with retries; returns 0 or a negative errno and, unless the
  * result is one the caller expects, logs the one line that says why.
  */
@@ -1061,6 +1232,15 @@ run (struct s3store *st, struct s3_call *c)
       break;
     if (c->mutating && (s3_ambiguous (c) || c->resent))
       c->ambiguous_seen = true;
+    /* Our clock is off: the store refused the request before acting on
+     * it.  Sign by its clock from now on, and go again at once, once.
+     */
+    if (c->cc == CURLE_OK && c->status == 403 && !c->skew_retried &&
+        strcmp (c->err.code, "RequestTimeTooSkewed") == 0 && c->date > 0) {
+      correct_clock (st, c->date);
+      c->skew_retried = true;
+      continue;
+    }
     if (!s3_retryable (c) || c->retry_time <= 0)
       break;
     /* Full jitter: uniform in [0, min (cap, base * 2^(attempt-1))]. */
@@ -1155,12 +1335,15 @@ object_name (struct s3store *st, const char *op, const char *key,
 }
 
 static void
-fill_info (struct objstore_info *info, const struct s3_call *c,
-           uint64_t size, bool is_put)
+fill_info (struct s3store *st, struct objstore_info *info,
+           const struct s3_call *c, uint64_t size, bool is_put)
 {
   if (info == NULL)
     return;
-  snprintf (info->etag, sizeof info->etag, "%s", c->etag);
+  /* The version tag put_if is given back: GCS conditions on generations. */
+  snprintf (info->etag, sizeof info->etag, "%s",
+            st->dialect && st->dialect->tag == TAG_GENERATION ?
+            c->generation : c->etag);
   info->date = c->date;
   /* A PUT answer carries no Last-Modified: the object's time is the
    * store's clock when it answered.
@@ -1189,45 +1372,134 @@ s3_get (struct objstore *os, const char *key, size_t max_len,
   c.quiet_enoent = true;
   r = run (st, &c);
   if (r == 0)
-    fill_info (info, &c, out->len, false);
+    fill_info (st, info, &c, out->len, false);
   else
     out->len = 0;
   call_free (&c);
   return r;
 }
 
+/* The headers every PUT carries: server-side encryption, storage class. */
+static void
+put_headers (struct s3store *st, struct s3_call *c)
+{
+  if (st->sse)
+    c->extra[c->n_extra++] = (struct sigv4_header) {
+      "x-amz-server-side-encryption", st->sse };
+  if (st->sse_kms_key_id)
+    c->extra[c->n_extra++] = (struct sigv4_header) {
+      "x-amz-server-side-encryption-aws-kms-key-id", st->sse_kms_key_id };
+  if (st->storage_class)
+    c->extra[c->n_extra++] = (struct sigv4_header) {
+      "x-amz-storage-class", st->storage_class };
+}
+
+/* One PUT of object with an optional conditional header (name, value):
+ * the engine's part.  c is the caller's, to look at; call_free it.
+ */
+static int
+put_call (struct s3store *st, struct s3_call *c, const char *op,
+          const char *key, const char *object, const void *data, size_t len,
+          const char *cond_name, const char *cond_value, bool quiet)
+{
+  call_init (st, c, op, key, "PUT", object);
+  c->body = data ? data : "";
+  c->body_len = len;
+  c->mutating = true;
+  c->quiet = quiet;
+  put_headers (st, c);
+  if (cond_name) {
+    c->conditional = true;
+    c->quiet_eexist = true;
+    c->cond_name = cond_name;
+    c->cond_value = cond_value;
+  }
+  return run (st, c);
+}
+
+static bool
+all_digits (const char *s)
+{
+  if (*s == '\0')
+    return false;
+  for (; *s; ++s)
+    if (!isdigit ((unsigned char) *s))
+      return false;
+  return true;
+}
+
+static int detect (struct s3store *st, bool quiet);
+
 static int
 do_put (struct s3store *st, const char *op, const char *key,
         const void *data, size_t len, bool conditional, const char *if_match,
         struct objstore_info *info)
 {
-  CLEANUP_FREE char *object = NULL;
+  const struct s3_dialect *d;
+  CLEANUP_FREE char *object = NULL, *quoted = NULL;
+  const char *cond_name = NULL, *cond_value = NULL;
   struct s3_call c;
   int r;
 
   r = object_name (st, op, key, &object);
   if (r < 0)
     return r;
-  call_init (st, &c, op, key, "PUT", object);
-  c.body = data ? data : "";
-  c.body_len = len;
-  c.mutating = true;
-  if (conditional) {
-    c.conditional = true;
-    c.quiet_eexist = true;
-    c.cond_name = if_match ? "If-Match" : "If-None-Match";
-    c.cond_value = if_match ? if_match : "*";
-    /* A replace-if-unchanged of a missing object fails its condition. */
-    if (if_match)
-      c.quiet_enoent = true;
+  /* A conditional write before the probe (lock=none creating a volume,
+   * say) probes first: the spelling must be known.
+   */
+  if (conditional && !st->detected) {
+    r = detect (st, true);
+    if (r < 0)
+      return r;
   }
-  r = run (st, &c);
+  d = st->dialect ? st->dialect : &dialect_standard;
+  if (conditional && if_match == NULL) {
+    cond_name = d->create_header;
+    cond_value = d->create_value;
+    if (cond_name == NULL) {
+      cs_error ("s3: %s %s: %s cannot create an object only if it is "
+                "absent (provider %s)", op, key, st->endpoint, d->name);
+      return -ENOTSUP;
+    }
+  }
+  else if (conditional) {
+    cond_name = d->replace_header;
+    if (cond_name == NULL) {
+      /* The callers ask objstore_caps first; say it once if one does not. */
+      if (__atomic_exchange_n (&st->no_cas_logged, 1, __ATOMIC_RELAXED) == 0)
+        cs_debug ("s3: %s %s: provider %s has no compare-and-swap", op, key,
+                  d->name);
+      return -ENOTSUP;
+    }
+    switch (d->tag) {
+    case TAG_QUOTED:
+      quoted = xasprintf ("\"%s\"", if_match);
+      if (quoted == NULL)
+        return -ENOMEM;
+      cond_value = quoted;
+      break;
+    case TAG_BARE:
+      cond_value = if_match;
+      break;
+    case TAG_GENERATION:
+      /* No object has a generation that is not a number (lock_probe's
+       * wrong tag, say): the condition fails without asking.
+       */
+      if (!all_digits (if_match))
+        return -EEXIST;
+      cond_value = if_match;
+      break;
+    }
+  }
+  r = put_call (st, &c, op, key, object, data, len, cond_name, cond_value,
+                false);
+  /* A replace-if-unchanged of a missing object fails its condition. */
   if (r == -ENOENT && conditional && if_match)
     r = -EEXIST;
   else if (r == -ENOENT)
     r = -EIO;                   /* logged by run: a PUT has no such answer */
   if (r == 0)
-    fill_info (info, &c, len, true);
+    fill_info (st, info, &c, len, true);
   call_free (&c);
   return r;
 }
@@ -1297,7 +1569,15 @@ delete_batch (struct s3store *st, const char *const *keys, size_t n)
   c.out = &answer;
   c.mutating = true;
   r = run (st, &c);
-  if (r == 0) {
+  /* A quiet DeleteObjects lists only the keys it could not delete; with
+   * none, OSS (and AWS, its guide says) answers with an empty body.
+   */
+  while (r == 0 && answer.len > 0 &&
+         isspace ((unsigned char) answer.data[answer.len - 1]))
+    answer.len--;
+  if (r == 0 && answer.len == 0)
+    ;
+  else if (r == 0) {
     r = s3_xml_parse_delete_result (answer.data, answer.len, &n_errors,
                                     &first);
     if (r < 0) {
@@ -1531,6 +1811,7 @@ s3_close (struct objstore *os)
     conn_free (st->idle[i]);
   free (st->idle);
   pthread_mutex_destroy (&st->lock);
+  pthread_mutex_destroy (&st->detect_lock);
   pthread_cond_destroy (&st->cond);
   s3_creds_close (st->creds);
   free (st->bucket);
@@ -1541,12 +1822,183 @@ s3_close (struct objstore *os)
   free (st->path_base);
   free (st->region);
   free (st->ca_file);
+  free (st->sse);
+  free (st->sse_kms_key_id);
+  free (st->storage_class);
   free (st);
 }
 
 static int s3_sibling (struct objstore *os, struct objstore **out);
 
+/* ------------------------------------------------------- dialect probe */
+
+/* The probe's requests: on a throw-away key, each PUT with one spelling,
+ * read the answer.  Quiet: the probe says itself what it found.
+ */
+static int
+probe_put (struct s3store *st, const char *key, const char *object, int n,
+           const char *name, const char *value, struct s3_call *c)
+{
+  char body[32];
+
+  snprintf (body, sizeof body, "dialect probe %d\n", n);
+  return put_call (st, c, "probe", key, object, body, strlen (body), name,
+                   value, true);
+}
+
+/* Which spelling of conditional writes does the store honour?  Tried in
+ * this order, each on the answer of the one before:
+ *   1. If-None-Match: * on a new key.  Succeeds: an answer carrying
+ *      x-goog-generation is GCS; else 2.  Refused as NotImplemented: 3.
+ *   2. If-Match with the object's ETag quoted.  Succeeds: "standard".
+ *      Refused (412, 400): the same bare; succeeds: "standard-bare" (Ceph
+ *      RGW 16.2).  Else "standard": lock_probe then says what fails.
+ *   3. x-oss-forbid-overwrite: true, twice.  The second refused: OSS.  The
+ *      second succeeds too: "none", refused.
+ * Whether the conditions are really enforced (a second create refused, a
+ * wrong etag refused) is lock_probe's check, afterwards, in the dialect
+ * found here.
+ */
+static int
+probe_dialect (struct s3store *st)
+{
+  CLEANUP_FREE char *object = NULL, *quoted = NULL;
+  char key[64], etag[128];
+  const struct s3_dialect *found = NULL;
+  struct s3_call c;
+  uint8_t rnd[8];
+  int r;
+
+  if (getrandom (rnd, sizeof rnd, 0) != sizeof rnd)
+    return -errno;
+  snprintf (key, sizeof key, "dialect-probe-%02x%02x%02x%02x%02x%02x%02x%02x",
+            rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+  r = object_name (st, "probe", key, &object);
+  if (r < 0)
+    return r;
+
+  r = probe_put (st, key, object, 1, "If-None-Match", "*", &c);
+  snprintf (etag, sizeof etag, "%s", c.etag);
+  if (r == 0 && c.generation[0])
+    found = &dialect_gcs;
+  call_free (&c);
+  if (r == 0 && found == NULL) {
+    quoted = xasprintf ("\"%s\"", etag);
+    if (quoted == NULL) {
+      r = -ENOMEM;
+      goto out;
+    }
+    r = probe_put (st, key, object, 2, "If-Match", quoted, &c);
+    call_free (&c);
+    if (r == 0)
+      found = &dialect_standard;
+    else if (r == -EEXIST || r == -EINVAL) {
+      r = probe_put (st, key, object, 3, "If-Match", etag, &c);
+      call_free (&c);
+      found = r == 0 ? &dialect_standard_bare : &dialect_standard;
+      r = 0;
+    }
+  }
+  else if (r == -ENOTSUP) {
+    r = probe_put (st, key, object, 4, "x-oss-forbid-overwrite", "true", &c);
+    call_free (&c);
+    if (r == 0) {
+      r = probe_put (st, key, object, 5, "x-oss-forbid-overwrite", "true",
+                     &c);
+      call_free (&c);
+      found = r == -EEXIST ? &dialect_oss : r == 0 ? &dialect_none : NULL;
+      if (found)
+        r = 0;
+    }
+  }
+ out:
+  s3_del (&st->os, key);
+  if (r < 0) {
+    cs_error ("s3: %s: cannot find out how the store spells conditional "
+              "writes (probing %s): %s; give provider= to say it",
+              st->endpoint, key, strerror (-r));
+    return r;
+  }
+  st->dialect = found;
+  return 0;
+}
+
+/* quiet: a refusal is not logged (a conditional write under lock=none
+ * asked: its caller falls back and the user chose the risk).
+ */
+static int
+detect (struct s3store *st, bool quiet)
+{
+  int r = 0;
+
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->detect_lock);
+  if (st->detected)
+    return st->detect_result;
+  if (st->dialect == NULL) {
+    r = probe_dialect (st);
+    st->dialect_how = "probed";
+    if (r < 0)
+      st->dialect = &dialect_standard;
+  }
+  if (r == 0 && st->dialect->refuse) {
+    if (!quiet)
+      cs_error ("s3: %s: %s, so no volume lock can keep two instances from "
+              "writing the same volume (it needs at least a create-only "
+              "write): add lock=none if you make sure yourself that only one "
+              "instance ever runs (two at once corrupt the volume)",
+              st->endpoint, st->dialect->refuse);
+    r = -ENOTSUP;
+  }
+  if (r == 0)
+    cs_debug ("s3: conditional writes: provider %s (%s): create-only by %s: "
+              "%s, %s", st->dialect->name, st->dialect_how,
+              st->dialect->create_header, st->dialect->create_value,
+              st->dialect->replace_header == NULL ? "no compare-and-swap" :
+              st->dialect->tag == TAG_GENERATION ?
+              "replace by x-goog-if-generation-match: generation" :
+              st->dialect->tag == TAG_QUOTED ?
+              "replace by If-Match: \"etag\"" : "replace by If-Match: etag");
+  st->detected = true;
+  st->detect_result = r;
+  return r;
+}
+
+static int
+s3_detect (struct objstore *os)
+{
+  struct s3store *st = (struct s3store *) os;
+
+  /* Asked again after a quiet probe: now say it. */
+  if (st->detected && st->detect_result == -ENOTSUP && st->dialect->refuse) {
+    st->detected = false;
+    return detect (st, false);
+  }
+  return detect (st, false);
+}
+
+static unsigned
+s3_caps (struct objstore *os)
+{
+  const struct s3_dialect *d = ((struct s3store *) os)->dialect;
+
+  if (d == NULL)
+    d = &dialect_standard;      /* not probed yet: what we would send */
+  return (d->create_header ? OBJSTORE_CAP_CREATE : 0) |
+    (d->replace_header ? OBJSTORE_CAP_CAS : 0);
+}
+
+static const char *
+s3_dialect (struct objstore *os)
+{
+  const struct s3_dialect *d = ((struct s3store *) os)->dialect;
+
+  return d ? d->name : "auto";
+}
+
 static const struct objstore_ops s3_ops = {
+  .detect = s3_detect,
+  .caps = s3_caps,
+  .dialect = s3_dialect,
   .name = "s3",
   .get = s3_get,
   .put = s3_put,
@@ -1569,6 +2021,7 @@ pool_init (struct s3store *st, unsigned max_handles)
   if (st->idle == NULL)
     return -ENOMEM;
   pthread_mutex_init (&st->lock, NULL);
+  pthread_mutex_init (&st->detect_lock, NULL);
   pthread_cond_init (&st->cond, NULL);
   return 0;
 }
@@ -1617,6 +2070,15 @@ s3_sibling (struct objstore *os, struct objstore **out)
    * refreshed keys as the data requests.
    */
   sb->creds = s3_creds_ref (st->creds);
+  sb->sse = dup_or_null (st->sse, &ok);
+  sb->sse_kms_key_id = dup_or_null (st->sse_kms_key_id, &ok);
+  sb->storage_class = dup_or_null (st->storage_class, &ok);
+  sb->dialect = st->dialect;
+  sb->dialect_how = st->dialect_how;
+  sb->detected = st->detected;
+  sb->detect_result = st->detect_result;
+  sb->clock_offset = __atomic_load_n (&st->clock_offset, __ATOMIC_RELAXED);
+  sb->skew_logged = 1;          /* the data store said it */
   sb->path_style = st->path_style;
   sb->retry_time = st->retry_time;
   sb->request_timeout = st->request_timeout;
@@ -1658,6 +2120,17 @@ normalise_prefix (const char *in, char **out)
     }
     if (in[i] == '/' && (j == 0 || p[j - 1] == '/'))
       continue;
+    /* "." and ".." segments: a URL path squashes them (RFC 3986), so the
+     * key signed would not be the key stored.
+     */
+    if (in[i] == '.' && (j == 0 || p[j - 1] == '/') &&
+        (in[i + 1] == '/' || in[i + 1] == '\0' ||
+         (in[i + 1] == '.' && (in[i + 2] == '/' || in[i + 2] == '\0')))) {
+      free (p);
+      cs_error ("s3: prefix %s: \".\" and \"..\" are not allowed as "
+                "parts of a prefix", in);
+      return -EINVAL;
+    }
     p[j++] = in[i];
   }
   if (j > 0 && p[j - 1] != '/')
@@ -1855,6 +2328,7 @@ objstore_s3_open (const struct objstore_s3_params *p, struct objstore **out)
   CLEANUP_FREE char *enc_path = NULL;
   const char *region, *endpoint, *port_sep;
   struct s3_call probe;
+  bool bucket_host;
   int r;
 
   *out = NULL;
@@ -1863,8 +2337,8 @@ objstore_s3_open (const struct objstore_s3_params *p, struct objstore **out)
               "'.', '-', '_')", p->bucket ? p->bucket : "");
     return -EINVAL;
   }
-  if (p->path_style < -1 || p->path_style > 1) {
-    cs_error ("s3: path_style must be -1 (auto), 0 or 1");
+  if (p->path_style < -1 || p->path_style > 2) {
+    cs_error ("s3: path_style must be -1 (auto), 0, 1 or 2");
     return -EINVAL;
   }
   /* (x != x: NaN) */
@@ -1907,6 +2381,24 @@ objstore_s3_open (const struct objstore_s3_params *p, struct objstore **out)
     goto fail;
   if (given (p->ca_file) && (st->ca_file = strdup (p->ca_file)) == NULL)
     goto nomem;
+  if (given (p->sse) && strcmp (p->sse, "AES256") != 0 &&
+      strcmp (p->sse, "aws:kms") != 0) {
+    cs_error ("s3: sse=%s: expected AES256 or aws:kms", p->sse);
+    r = -EINVAL;
+    goto fail;
+  }
+  if (given (p->sse_kms_key_id) &&
+      !(given (p->sse) && strcmp (p->sse, "aws:kms") == 0)) {
+    cs_error ("s3: sse-kms-key-id= goes with sse=aws:kms");
+    r = -EINVAL;
+    goto fail;
+  }
+  if ((given (p->sse) && (st->sse = strdup (p->sse)) == NULL) ||
+      (given (p->sse_kms_key_id) &&
+       (st->sse_kms_key_id = strdup (p->sse_kms_key_id)) == NULL) ||
+      (given (p->storage_class) &&
+       (st->storage_class = strdup (p->storage_class)) == NULL))
+    goto nomem;
 
   if (given (p->endpoint))
     endpoint = p->endpoint;
@@ -1927,6 +2419,24 @@ objstore_s3_open (const struct objstore_s3_params *p, struct objstore **out)
     st->path_style = ip_or_localhost (&e) || !dns_bucket (p->bucket, e.https);
   else
     st->path_style = p->path_style == 1;
+  bucket_host = p->path_style == 2;
+
+  if (!given (p->provider) || strcmp (p->provider, "auto") == 0) {
+    st->dialect = dialect_of_host (e.host);
+    st->dialect_how = "from the endpoint";
+  }
+  else {
+    for (size_t i = 0; i < sizeof providers / sizeof providers[0]; ++i)
+      if (strcmp (p->provider, providers[i]->name) == 0)
+        st->dialect = providers[i];
+    st->dialect_how = "given";
+    if (st->dialect == NULL) {
+      cs_error ("s3: provider=%s: expected one of %s", p->provider,
+                OBJSTORE_S3_PROVIDERS);
+      r = -EINVAL;
+      goto fail;
+    }
+  }
   if (!st->path_style && e.ipv6) {
     cs_error ("s3: endpoint %s: an IPv6 address needs path_style=1",
               endpoint);
@@ -1939,7 +2449,15 @@ objstore_s3_open (const struct objstore_s3_params *p, struct objstore **out)
   enc_path = sigv4_uri_encode (e.path, false);
   if (enc_bucket == NULL || enc_path == NULL)
     goto nomem;
-  if (st->path_style) {
+  if (bucket_host) {
+    /* The endpoint is the bucket's own host name (an OSS custom domain,
+     * a CNAME): the bucket is in neither the host nor the path.
+     */
+    st->host = xasprintf ("%s%s%s%s%s", e.ipv6 ? "[" : "", e.host,
+                          e.ipv6 ? "]" : "", port_sep, e.port);
+    st->path_base = strdup (enc_path);
+  }
+  else if (st->path_style) {
     st->host = xasprintf ("%s%s%s%s%s", e.ipv6 ? "[" : "", e.host,
                           e.ipv6 ? "]" : "", port_sep, e.port);
     st->path_base = xasprintf ("%s/%s", enc_path, enc_bucket);
@@ -1970,6 +2488,7 @@ objstore_s3_open (const struct objstore_s3_params *p, struct objstore **out)
   cs_debug ("s3: bucket %s at %s (%s, Host %s), prefix \"%s\", region %s, "
             "%u connections, retry time %.0f s, request timeout %.0f s",
             st->bucket, st->endpoint,
+            bucket_host ? "bucket host" :
             st->path_style ? "path-style" : "virtual-hosted", st->host,
             st->prefix, st->region, st->max_handles, st->retry_time,
             st->request_timeout);

@@ -54,6 +54,25 @@ objstore_sibling (struct objstore *os, struct objstore **out)
 }
 
 int
+objstore_detect (struct objstore *os)
+{
+  return os->ops->detect ? os->ops->detect (os) : 0;
+}
+
+unsigned
+objstore_caps (struct objstore *os)
+{
+  return os->ops->caps ? os->ops->caps (os) :
+    OBJSTORE_CAP_CREATE | OBJSTORE_CAP_CAS;
+}
+
+const char *
+objstore_dialect (struct objstore *os)
+{
+  return os->ops->dialect ? os->ops->dialect (os) : os->ops->name;
+}
+
+int
 objstore_get (struct objstore *os, const char *key, size_t max_len,
               struct cs_buf *out, struct objstore_info *info)
 {

@@ -44,6 +44,14 @@ struct objstore_info {
   uint64_t size;        /* object size in bytes */
 };
 
+/* Which forms of put_if a store enforces (objstore_caps).  A store with
+ * both is what the volume lock was first written for; a store with
+ * create-only alone (Alibaba OSS) gets the epoch lock (lock.h); a store
+ * with neither cannot hold a volume lock at all.
+ */
+#define OBJSTORE_CAP_CREATE 1   /* put_if (if_match == NULL) */
+#define OBJSTORE_CAP_CAS 2      /* put_if (if_match == an etag) */
+
 /* Called once per key by list.  A non-zero return stops the listing and
  * becomes list's return value.
  */
@@ -97,6 +105,19 @@ struct objstore_ops {
    * os->fence is already set when it is called.
    */
   void (*set_fence) (struct objstore *os, struct cs_fence *f);
+
+  /* Optional.  Find out, once, how the store spells conditional writes
+   * (objstore_detect); absent: nothing to find out.
+   */
+  int (*detect) (struct objstore *os);
+
+  /* Optional.  OBJSTORE_CAP_* (after detect); absent: both. */
+  unsigned (*caps) (struct objstore *os);
+
+  /* Optional.  One word naming how conditional writes are spelt, for
+   * messages and "s3chunk info"; absent: the variant's name.
+   */
+  const char *(*dialect) (struct objstore *os);
 };
 
 /* Request counters, kept by the wrappers below for every variant. */
@@ -150,6 +171,21 @@ extern int objstore_sibling (struct objstore *os, struct objstore **out);
 extern int objstore_fence_check (struct objstore *os, const char *op,
                                  const char *key);
 
+/* Find out, once per store (later calls return the first answer), how it
+ * spells conditional writes: the S3 store's start-up probe of its dialect
+ * when provider=auto (a few requests on a throw-away key).  0, or
+ * -ENOTSUP when the store cannot do any conditional write (logged: what is
+ * missing and the way out), or another -errno.  Call it before taking the
+ * volume lock; readers need not.
+ */
+extern int objstore_detect (struct objstore *os);
+
+/* OBJSTORE_CAP_* of the store (meaningful after objstore_detect). */
+extern unsigned objstore_caps (struct objstore *os);
+
+/* "aws", "ceph", "gcs", "oss", "dir"... (see objstore_ops.dialect). */
+extern const char *objstore_dialect (struct objstore *os);
+
 /* A snapshot of the counters. */
 extern void objstore_get_stats (struct objstore *os,
                                 struct objstore_stats *out);
@@ -182,6 +218,12 @@ enum objstore_fault_kind {
                            -ETIMEDOUT (it landed, the reply was lost) */
 };
 extern int objstore_fault_wrap (struct objstore *inner, struct objstore **out);
+
+/* Make the wrapper a store with only these OBJSTORE_CAP_* (tests of the
+ * epoch lock): a put_if of a form not in caps fails with -ENOTSUP without
+ * reaching the inner store, as a store that answers NotImplemented.
+ */
+extern void objstore_fault_set_caps (struct objstore *os, unsigned caps);
 
 /* From now on, let `skip` matching calls pass, then apply kind to the next
  * `count` matching calls (UINT32_MAX: all), failing with err for FAULT_FAIL.
@@ -231,13 +273,16 @@ struct objstore_s3_params {
   const char *metadata_endpoint; /* imds / ecs-ram-role base URL; NULL:
                                    AWS_EC2_METADATA_SERVICE_ENDPOINT, else
                                    the service's own address */
-  const char *ca_file;          /* an extra CA bundle (PEM) to trust for
-                                   HTTPS; NULL: the system's */
+  const char *ca_file;          /* the CA bundle (PEM) to trust for HTTPS,
+                                   INSTEAD of curl's default one (it
+                                   replaces, it does not add); NULL: the
+                                   system's */
   int path_style;               /* -1 auto (path-style when the endpoint host
                                    is an IP address or localhost, or the
                                    bucket name is not a DNS label), 0
                                    virtual-hosted (bucket.host), 1 path-style
-                                   (host/bucket) */
+                                   (host/bucket), 2 the endpoint is the
+                                   bucket's own host (a custom domain) */
   unsigned connections;         /* HTTP connections kept open (one curl
                                    handle each), at most this many requests
                                    at once; 0: 16 */
@@ -247,7 +292,21 @@ struct objstore_s3_params {
   double request_timeout;       /* seconds an HTTP request may go without
                                    a byte moving either way (not a limit
                                    on the whole transfer); 0: 30 */
+  const char *provider;         /* how conditional writes are spelt: aws,
+                                   minio, ceph, r2, gcs, oss, b2, or NULL /
+                                   "auto": from the endpoint's host name,
+                                   else probed by objstore_detect (see the
+                                   dialect table in objstore-s3.c) */
+  const char *sse;              /* x-amz-server-side-encryption on every
+                                   PUT: "AES256" or "aws:kms"; NULL: none */
+  const char *sse_kms_key_id;   /* with sse "aws:kms": the key; NULL: the
+                                   bucket's default KMS key */
+  const char *storage_class;    /* x-amz-storage-class on every PUT; NULL:
+                                   the bucket's default */
 };
+
+/* The provider= words objstore_s3_params.provider accepts, for --help. */
+#define OBJSTORE_S3_PROVIDERS "auto|aws|minio|ceph|r2|gcs|oss|b2"
 
 /* Check the parameters and credentials, then that the bucket answers (a
  * one-key listing under the prefix); on failure log one line saying which

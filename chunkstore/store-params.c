@@ -159,12 +159,48 @@ store_params_set (struct store_params *p, const char *key, const char *value)
     bool b;
     if (strcmp (value, "auto") == 0)
       s->path_style = -1;
+    else if (strcmp (value, "domain") == 0)
+      s->path_style = 2;
     else if (params_parse_bool (value, &b) == 0)
       s->path_style = b;
     else
-      BAD ("path-style=%s: invalid value: expected true, false or auto",
-           value);
+      BAD ("path-style=%s: invalid value: expected true, false, auto or "
+           "domain (the endpoint is the bucket's own host name)", value);
     return 0;
+  }
+  if (strcmp (key, "provider") == 0) {
+    static const char *const words[] = {
+      "auto", "aws", "minio", "ceph", "r2", "gcs", "oss", "b2",
+    };
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; ++i)
+      if (strcmp (value, words[i]) == 0)
+        return set_string (&s->provider, value);
+    BAD ("provider=%s: invalid value: expected %s", value,
+         OBJSTORE_S3_PROVIDERS);
+  }
+  if (strcmp (key, "sse") == 0) {
+    if (strcmp (value, "AES256") != 0 && strcmp (value, "aws:kms") != 0)
+      BAD ("sse=%s: invalid value: expected AES256 or aws:kms", value);
+    return set_string (&s->sse, value);
+  }
+  if (strcmp (key, "sse-kms-key-id") == 0)
+    return set_string (&s->sse_kms_key_id, value);
+  if (strcmp (key, "storage-class") == 0) {
+    static const char *const archive[] = {
+      "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "Archive", "ColdArchive",
+      "DeepColdArchive", "ARCHIVE", "COLDLINE",
+    };
+    if (*value == '\0')
+      BAD ("storage-class=: invalid value: expected a class name such as "
+           "STANDARD or STANDARD_IA");
+    for (size_t i = 0; i < sizeof archive / sizeof archive[0]; ++i)
+      if (strcmp (value, archive[i]) == 0)
+        cs_warn ("storage-class=%s: an archive class: chunks are read back "
+                 "(every read of the device and every partial write), and "
+                 "archived objects must be restored before a read succeeds, "
+                 "or cost a retrieval fee and a minimum storage time each",
+                 value);
+    return set_string (&s->storage_class, value);
   }
   if (strcmp (key, "retry-time") == 0) {
     double d;
@@ -199,11 +235,14 @@ store_params_check (const struct store_params *p)
   if (p->dir && (s->prefix || s->endpoint || s->region || s->access_key ||
                  s->secret_key || s->session_token || s->profile ||
                  s->ca_file || s->credentials || s->credentials_margin ||
-                 s->imds_v1 || s->metadata_endpoint))
+                 s->imds_v1 || s->metadata_endpoint || s->provider || s->sse ||
+                 s->sse_kms_key_id || s->storage_class))
     BAD ("prefix=, endpoint=, region=, access-key=, secret-key=, "
          "session-token=, profile=, credentials=, credentials-margin=, "
-         "imds-v1=, metadata-endpoint= and ca-file= are for bucket=, not "
-         "dir=");
+         "imds-v1=, metadata-endpoint=, ca-file=, provider=, sse=, "
+         "sse-kms-key-id= and storage-class= are for bucket=, not dir=");
+  if (s->sse_kms_key_id && !(s->sse && strcmp (s->sse, "aws:kms") == 0))
+    BAD ("sse-kms-key-id= goes with sse=aws:kms: add it, or drop the key");
   if (!s->access_key != !s->secret_key)
     BAD ("access-key= and secret-key= go together: give both, or neither "
          "to use the environment or ~/.aws/credentials");
@@ -274,6 +313,10 @@ store_params_free (struct store_params *p)
   free ((char *) s->credentials);
   free ((char *) s->metadata_endpoint);
   free ((char *) s->ca_file);
+  free ((char *) s->provider);
+  free ((char *) s->sse);
+  free ((char *) s->sse_kms_key_id);
+  free ((char *) s->storage_class);
   memset (p, 0, sizeof *p);
   s->path_style = -1;
 }

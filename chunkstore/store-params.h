@@ -63,8 +63,12 @@ extern void store_params_free (struct store_params *p);
   "                      (or halfway, if earlier; 300).\n" \
   "imds-v1=true          Fall back to IMDSv1 if IMDSv2 is refused.\n" \
   "metadata-endpoint=URL Instance metadata service (imds, ecs-ram-role).\n" \
-  "ca-file=FILE          Extra CA certificate(s) for HTTPS.\n" \
-  "path-style=true|false|auto  Bucket in the path, not the host name.\n" \
+  "ca-file=FILE          CA certificate(s) for HTTPS, instead of the system's.\n" \
+  "path-style=true|false|auto|domain  Bucket in the path, not the host name.\n" \
+  "provider=auto|aws|minio|ceph|r2|gcs|oss|b2  How conditional writes are spelt.\n" \
+  "sse=AES256|aws:kms    Server-side encryption of every object.\n" \
+  "sse-kms-key-id=KEY    The KMS key for sse=aws:kms.\n" \
+  "storage-class=CLASS   Storage class of every object (no archive classes).\n" \
   "retry-time=SECS       Time spent retrying a failing request (60).\n" \
   "request-timeout=SECS  Time one HTTP request may take (30).\n"
 

@@ -334,6 +334,10 @@ volume_lock_take (void)
 
   if (lock_probe (store) < 0)
     return -1;
+  nbdkit_debug ("store: conditional writes spelt as provider %s (%s)",
+                objstore_dialect (store),
+                objstore_caps (store) & OBJSTORE_CAP_CAS ?
+                "compare-and-swap lock" : "create-only: epoch lock");
   r = objstore_sibling (store, &lock_store);
   if (r == -ENOTSUP)
     lock_store = store;

@@ -139,6 +139,7 @@ make_tmpdir ()
 #   S3CHUNK_TEST_ACCESS_KEY, S3CHUNK_TEST_SECRET_KEY  or S3_ACCESS_KEY,
 #                          S3_SECRET_KEY
 #   S3CHUNK_TEST_PREFIX    first part of the prefix (default s3chunk-tests)
+#   S3CHUNK_TEST_STORE_EXTRA  more parameters (tests/s3-provider-run)
 store_args ()
 {
     local name=$1 v
@@ -151,6 +152,8 @@ store_args ()
         v=${S3CHUNK_TEST_SECRET_KEY:-${S3_SECRET_KEY:-}}
         [ -z "$v" ] || echo "secret-key=$v"
         echo "prefix=${S3CHUNK_TEST_PREFIX:-s3chunk-tests}/$(basename "$tmp")/$name/"
+        # tests/s3-provider-run: e.g. provider=r2
+        [ -z "${S3CHUNK_TEST_STORE_EXTRA:-}" ] || echo "$S3CHUNK_TEST_STORE_EXTRA"
     else
         echo "dir=$tmp/$name"
     fi

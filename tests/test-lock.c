@@ -92,8 +92,15 @@ cl_close (struct objstore *os)
   free (os);
 }
 
+static unsigned
+cl_caps (struct objstore *os)
+{
+  return objstore_caps (((struct clockstore *) os)->inner);
+}
+
 static const struct objstore_ops cl_ops = {
-  .name = "clock", .get = cl_get, .put = cl_put, .put_if = cl_put_if,
+  .name = "clock", .caps = cl_caps,
+  .get = cl_get, .put = cl_put, .put_if = cl_put_if,
   .del = cl_del, .del_many = cl_del_many, .list = cl_list, .close = cl_close,
 };
 
@@ -859,6 +866,168 @@ test_release_race (void)
   close_stores ();
 }
 
+
+/* ------------------------------------------------------------------------
+ * The epoch lock: the same store with create-only writes alone (the fault
+ * wrapper refuses compare-and-swap, as OSS answers NotImplemented).
+ */
+static void
+open_epoch_stores (void)
+{
+  open_stores ();
+  objstore_fault_set_caps (faults, OBJSTORE_CAP_CREATE);
+}
+
+static int
+count_epoch_keys (const char *prefix)
+{
+  struct cs_buf b = CS_BUF_INIT;
+  char path[4096];
+  int n = 0;
+
+  (void) b;
+  snprintf (path, sizeof path, "ls %s/lock.d 2>/dev/null | grep -c '%s'",
+            dir, prefix);
+  FILE *fp = popen (path, "r");
+  if (fp) {
+    if (fscanf (fp, "%d", &n) != 1)
+      n = 0;
+    pclose (fp);
+  }
+  return n;
+}
+
+static void
+test_epoch_take_refuse_release (void)
+{
+  struct lock *a = NULL, *b = NULL;
+  struct lock_holder h;
+  int64_t age;
+  bool fresh;
+  double t0;
+
+  open_epoch_stores ();
+  CHECK_EQ (lock_acquire (os, &params, &a), 0);
+  CHECK (!exists (LOCK_KEY));           /* no compare-and-swap object */
+  CHECK (exists ("lock.d/00000000000000000001"));
+  CHECK_EQ (lock_read (os, &h, &age, &fresh), 0);
+  CHECK (fresh);
+  CHECK_EQ (lock_acquire (os, &params, &b), -EBUSY);
+  CHECK (unit_logged ("the volume is in use: locked by host"));
+  for (int i = 0; i < 4; ++i)
+    CHECK_EQ (lock_renew (a), 0);
+  /* Own heartbeats but the last two are deleted. */
+  CHECK_EQ (count_epoch_keys ("hb-"), 2);
+  CHECK_EQ (lock_release (a), 0);
+  CHECK_EQ (lock_read (os, &h, &age, &fresh), -ENOENT);
+  CHECK (h.released);
+  /* Released: taken at once, no wait. */
+  t0 = now_s ();
+  CHECK_EQ (lock_acquire (os, &params, &b), 0);
+  CHECK (now_s () - t0 < 1);
+  CHECK (exists ("lock.d/00000000000000000002"));
+  /* Cleanup: epoch 1's heartbeats and marker are gone, its claim kept. */
+  CHECK (exists ("lock.d/00000000000000000001"));
+  CHECK (!exists ("lock.d/00000000000000000001.released"));
+  CHECK_EQ (count_epoch_keys ("00000000000000000001.hb-"), 0);
+  CHECK_EQ (lock_release (b), 0);
+  close_stores ();
+}
+
+static void
+test_epoch_stale_takeover_and_frozen_holder (void)
+{
+  struct lock *a = NULL, *b = NULL;
+
+  open_epoch_stores ();
+  CHECK_EQ (lock_acquire (os, &params, &a), 0);
+  atomic_store (&fences, 0);
+  CHECK_EQ (lock_start (a, on_fence, NULL), 0);
+  lock_stop (a);                        /* A freezes (no renewals) */
+  /* A's next heartbeat is frozen on its way to the store. */
+  objstore_fault_set (faults, FAULT_OP_PUT_IF, FAULT_STALL, 0, 0, 1);
+  {
+    pthread_t t;
+    struct renewer_arg { struct lock *l; int r; } ra = { a, 1 };
+    void *(*fn) (void *) = NULL;
+    (void) fn;
+    /* A renewal in a thread: stalls in the heartbeat create. */
+    extern void *epoch_renew_thread (void *);
+    pthread_create (&t, NULL, epoch_renew_thread, &ra);
+    for (int i = 0; i < 5000 && objstore_fault_stalled (faults) < 1; ++i)
+      usleep (1000);
+    CHECK_EQ (objstore_fault_stalled (faults), 1);
+    /* By the store's clock A is long stale: B takes over, and its wait
+     * (a whole lease by the store's clock) passes at once here.
+     */
+    clk->skew = 30;
+    CHECK_EQ (lock_acquire (os, &params, &b), 0);
+    CHECK (unit_logged ("took over the stale lock of host"));
+    CHECK (exists ("lock.d/00000000000000000002"));
+    /* A thaws: its heartbeat lands, then its check sees epoch 2. */
+    objstore_fault_release (faults);
+    pthread_join (t, NULL);
+    CHECK_EQ (ra.r, -ENOLCK);
+  }
+  clk->skew = 0;
+  CHECK (lock_fenced (a, NULL, 0));
+  CHECK_EQ (atomic_load (&fences), 1);
+  CHECK (fenced_because ("another instance took the volume over"));
+  CHECK (cs_fence_left (lock_fence (a)) <= 0);
+  CHECK_EQ (lock_renew (b), 0);
+  CHECK (cs_fence_left (lock_fence (b)) > 0);
+  CHECK_EQ (lock_release (a), 0);       /* a marker of epoch 1: harmless */
+  CHECK_EQ (lock_renew (b), 0);
+  CHECK_EQ (lock_release (b), 0);
+  close_stores ();
+}
+
+static void
+test_epoch_races (void)
+{
+  struct lock *a = NULL;
+
+  open_epoch_stores ();
+  race ();
+  CHECK_EQ (atomic_load (&wins), 1);
+  CHECK_EQ (atomic_load (&busy), RACERS - 1);
+  CHECK_EQ (lock_release (winners[0]), 0);
+  /* Racing takers of a stale epoch: exactly one creates the next claim. */
+  CHECK_EQ (lock_acquire (os, &params, &a), 0);
+  clk->skew = 30;
+  race ();
+  clk->skew = 0;
+  CHECK_EQ (atomic_load (&wins), 1);
+  CHECK_EQ (atomic_load (&busy), RACERS - 1);
+  CHECK_EQ (lock_renew (a), -ENOLCK);
+  CHECK_EQ (lock_renew (winners[0]), 0);
+  CHECK_EQ (lock_release (a), 0);
+  CHECK_EQ (lock_release (winners[0]), 0);
+  close_stores ();
+}
+
+static void
+test_epoch_probe (void)
+{
+  open_epoch_stores ();
+  CHECK_EQ (lock_probe (os), 0);        /* create-only is enough */
+  objstore_fault_set (faults, FAULT_OP_PUT_IF, FAULT_IGNORE_CONDITIONS, 0,
+                      0, UINT32_MAX);
+  CHECK_EQ (lock_probe (os), -ENOTSUP);
+  close_stores ();
+}
+
+void *epoch_renew_thread (void *arg);
+
+void *
+epoch_renew_thread (void *arg)
+{
+  struct { struct lock *l; int r; } *ra = arg;
+
+  ra->r = lock_renew (ra->l);
+  return NULL;
+}
+
 int
 main (void)
 {
@@ -875,5 +1044,9 @@ main (void)
   test_fence ();
   test_suspend ();
   test_release_race ();
+  test_epoch_take_refuse_release ();
+  test_epoch_stale_takeover_and_frozen_holder ();
+  test_epoch_races ();
+  test_epoch_probe ();
   return unit_done ("test-lock");
 }

@@ -813,6 +813,8 @@ test_fence_stall (void)
   cs_fence_init (&f, CS_FENCE_NONE);
   objstore_set_fence (os, &f);
   fenced0 = fenced_count (os);
+  /* The dialect probe goes before the lock, and so before any fence. */
+  CHECK_EQ (objstore_detect (os), 0);
 
   proxy_rule ("mode=stall&delay=8&method=PUT");
   stalls_end = now () + 8 + 10;

@@ -129,6 +129,8 @@ both_sizes (uint64_t n, char *buf, size_t len)
   return buf;
 }
 
+static const char *info_provider (void);
+
 static void
 print_text (const struct cs_volume *v, const struct scan *s,
             const struct lockinfo *li)
@@ -139,6 +141,8 @@ print_text (const struct cs_volume *v, const struct scan *s,
 
   tool_volume_id (v, id);
   printf ("store:             %s\n", tool_store_desc);
+  if (!tool_sp.dir)
+    printf ("provider:          %s\n", info_provider ());
   {
     char creds[1024];
     if (objstore_s3_credentials (tool_os, creds, sizeof creds) == 0)
@@ -213,6 +217,19 @@ print_text (const struct cs_volume *v, const struct scan *s,
     printf ("                   and %zu more\n", s->nother - shown);
 }
 
+/* How the store spells conditional writes: given, from the endpoint's
+ * host, or "auto" (a writer probes it when it starts; info writes
+ * nothing).
+ */
+static const char *
+info_provider (void)
+{
+  const char *d = objstore_dialect (tool_os);
+
+  return strcmp (d, "auto") == 0 ?
+    "auto (probed when a writer starts)" : d;
+}
+
 static void
 print_json (const struct cs_volume *v, const struct scan *s,
             const struct lockinfo *li)
@@ -237,6 +254,8 @@ print_json (const struct cs_volume *v, const struct scan *s,
     json_string (fp, tool_sp.s3.bucket);
     json_key (fp, &first, "prefix");
     json_string (fp, tool_sp.s3.prefix ? tool_sp.s3.prefix : "");
+    json_key (fp, &first, "provider");
+    json_string (fp, objstore_dialect (tool_os));
     {
       char creds[1024];
       if (objstore_s3_credentials (tool_os, creds, sizeof creds) == 0) {

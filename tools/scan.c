@@ -90,7 +90,9 @@ list_one (void *opaque, const char *key, uint64_t size)
       return add_chunk (s, idx, size);
     return add_other (s, key, size, SCAN_BEYOND);
   }
-  if (strncmp (key, LOCK_PROBE_PREFIX, strlen (LOCK_PROBE_PREFIX)) == 0)
+  if (strncmp (key, LOCK_PROBE_PREFIX, strlen (LOCK_PROBE_PREFIX)) == 0 ||
+      strncmp (key, LOCK_DIALECT_PROBE_PREFIX,
+               strlen (LOCK_DIALECT_PROBE_PREFIX)) == 0)
     return add_other (s, key, size, SCAN_PROBE);
   return add_other (s, key, size, SCAN_FOREIGN);
 }
