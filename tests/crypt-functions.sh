@@ -3,9 +3,11 @@
 # directory, or the S3 bucket of store_args through curl --aws-sigv4), and
 # files with distinctive plaintext to look for in the stored objects.
 
+# Straight to the gateway, also behind the provider emulator (which checks
+# signatures the way curl does not sign them, and would translate).
 _obj_s3_base ()
 {
-    echo "${S3CHUNK_TEST_ENDPOINT:-${S3_ENDPOINT:-}}/$S3CHUNK_TEST_BUCKET"
+    echo "${S3CHUNK_TEST_GATEWAY:-${S3CHUNK_TEST_ENDPOINT:-${S3_ENDPOINT:-}}}/$S3CHUNK_TEST_BUCKET"
 }
 
 _obj_s3_prefix ()
