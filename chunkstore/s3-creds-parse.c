@@ -17,6 +17,7 @@
 #include <libxml/tree.h>
 
 #include "s3-creds.h"
+#include "s3-xml.h"
 
 static void
 wipe_free (char *s)
@@ -523,18 +524,6 @@ s3_creds_parse_json (enum s3_creds_json dialect, const char *body,
 
 /* --------------------------------------------------------------- STS */
 
-static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
-
-static void
-xml_init (void)
-{
-  xmlInitParser ();
-}
-
-#define PARSE_OPTIONS \
-  (XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | \
-   XML_PARSE_NOCDATA)
-
 static xmlNodePtr
 child (xmlNodePtr n, const char *name)
 {
@@ -572,15 +561,12 @@ s3_creds_parse_sts (const char *xml, size_t len, struct s3_creds **out,
   int r = -EPROTO;
 
   *out = NULL;
-  pthread_once (&xml_once, xml_init);
-  if (xml == NULL || len == 0 || len > INT_MAX ||
-      (doc = xmlReadMemory (xml, (int) len, "sts.xml", NULL,
-                            PARSE_OPTIONS)) == NULL) {
-    snprintf (err, errlen, "the answer is not XML");
+  if ((doc = s3_xml_read (xml, len)) == NULL) {
+    snprintf (err, errlen, "the answer is not XML (or has a DTD)");
     return -EPROTO;
   }
   root = xmlDocGetRootElement (doc);
-  if (doc->intSubset || doc->extSubset || root == NULL) {
+  if (root == NULL) {
     snprintf (err, errlen, "the answer is not an STS document");
     goto out;
   }

@@ -27,24 +27,34 @@ xml_init (void)
   (XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | \
    XML_PARSE_NOCDATA)
 
-static xmlDocPtr
-parse (const void *xml, size_t len, const char *root_name,
-       xmlNodePtr *root)
+struct _xmlDoc *
+s3_xml_read (const void *xml, size_t len)
 {
   xmlDocPtr doc;
 
   pthread_once (&xml_once, xml_init);
-  *root = NULL;
   if (xml == NULL || len == 0 || len > INT_MAX)
     return NULL;
   doc = xmlReadMemory (xml, (int) len, "s3.xml", NULL, PARSE_OPTIONS);
   if (doc == NULL)
     return NULL;
-  /* S3 never sends a DTD; one can only be there to define entities. */
+  /* AWS never sends a DTD; one can only be there to define entities. */
   if (doc->intSubset || doc->extSubset) {
     xmlFreeDoc (doc);
     return NULL;
   }
+  return doc;
+}
+
+static xmlDocPtr
+parse (const void *xml, size_t len, const char *root_name,
+       xmlNodePtr *root)
+{
+  xmlDocPtr doc = s3_xml_read (xml, len);
+
+  *root = NULL;
+  if (doc == NULL)
+    return NULL;
   *root = xmlDocGetRootElement (doc);
   if (*root == NULL ||
       strcmp ((const char *) (*root)->name, root_name) != 0) {

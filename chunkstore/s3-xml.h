@@ -17,6 +17,14 @@
 
 #include "buf.h"
 
+/* Parse an untrusted XML answer the one safe way (libxml2 initialised
+ * once; no network, no entity substitution, no DTD, no messages): the
+ * document (free it with xmlFreeDoc), or NULL.  For the other parsers of
+ * AWS answers (STS, s3-creds-parse.c).
+ */
+struct _xmlDoc;
+extern struct _xmlDoc *s3_xml_read (const void *xml, size_t len);
+
 /* An S3 error body: <Error><Code/><Message/>...</Error>. */
 struct s3_error {
   char code[64];                /* "NoSuchKey", "" if none */
