@@ -796,7 +796,11 @@ test_fenced_upload_fails_cache (void)
 {
   struct cs_fence fence;
 
-  start (16 << 20, 2, 0);
+  /* upload-delay 3600: the partial write below stays dirty until the
+   * flush, which comes after the fence closed (with no delay a worker
+   * could store it first, and the flush rightly succeeds).
+   */
+  start (16 << 20, 2, 3600);
   cs_fence_init (&fence, CS_FENCE_NONE);
   objstore_set_fence (os, &fence);
   write_shadow (33 * CHUNK, 10, false);
