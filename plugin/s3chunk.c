@@ -776,6 +776,14 @@ s3chunk_after_fork (void)
   return 0;
 }
 
+/* Connections whose .close has not run.  nbdkit 1.32 does not call .close
+ * for the connections still open when it quits (SIGTERM): .cleanup reads
+ * this to tell that a client was cut off.
+ */
+static unsigned open_conns;
+
+static void warn_unflushed (const char *who);
+
 /* Called on SIGTERM/SIGINT and at exit, after the last connection closed:
  * everything written goes to the store before the process ends.
  */
@@ -783,6 +791,8 @@ static void
 s3chunk_cleanup (void)
 {
   status_end ();
+  if (__atomic_load_n (&open_conns, __ATOMIC_SEQ_CST) > 0)
+    warn_unflushed ("nbdkit was stopped while a client was connected");
   if (cache) {
     /* Everything, including the workers' last uploads, ends while the
      * lock is still renewed; a lost lock stops it (the fence).  Only then
@@ -818,6 +828,7 @@ s3chunk_cleanup (void)
 static void *
 s3chunk_open (int readonly)
 {
+  __atomic_add_fetch (&open_conns, 1, __ATOMIC_SEQ_CST);
   return NBDKIT_HANDLE_NOT_NEEDED;
 }
 
@@ -838,18 +849,28 @@ note_write (void)
   __atomic_add_fetch (&write_seq, 1, __ATOMIC_SEQ_CST);
 }
 
+/* The warning, once: WHO is "a client disconnected" or "nbdkit was
+ * stopped while a client was connected".
+ */
 static void
-s3chunk_close (void *handle)
+warn_unflushed (const char *who)
 {
   uint64_t w = __atomic_load_n (&write_seq, __ATOMIC_SEQ_CST);
 
   if (w > __atomic_load_n (&flushed_seq, __ATOMIC_SEQ_CST) &&
       !__atomic_exchange_n (&closed_unflushed, true, __ATOMIC_SEQ_CST))
-    nbdkit_error ("warning: a client disconnected with writes it had not "
-                  "flushed (was nbdkit stopped before the client detached?): "
-                  "they are stored at shutdown, but a filesystem still "
-                  "mounted on that client loses what it had not sent; stop "
-                  "in this order: umount, nbd-client -d, then nbdkit");
+    nbdkit_error ("warning: %s with writes it had not flushed (was nbdkit "
+                  "stopped before the client detached?): they are stored at "
+                  "shutdown, but a filesystem still mounted on that client "
+                  "loses what it had not sent; stop in this order: umount, "
+                  "nbd-client -d, then nbdkit", who);
+}
+
+static void
+s3chunk_close (void *handle)
+{
+  __atomic_sub_fetch (&open_conns, 1, __ATOMIC_SEQ_CST);
+  warn_unflushed ("a client disconnected");
 }
 
 static int64_t

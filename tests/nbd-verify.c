@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <libnbd.h>
 
@@ -36,6 +37,7 @@ static const char usage_text[] =
 "  --zero OFF LEN                  zero the range\n"
 "  --trim OFF LEN                  trim the range\n"
 "  --flush                         flush\n"
+"  --sleep SECS                    keep the connection open, idle, SECS s\n"
 "  --expect-zero OFF LEN           the range must read as zeroes\n"
 "  --expect-either OFF LEN A B CHUNK  each CHUNK-aligned piece of the range\n"
 "                                  holds all of pattern A or all of B (a\n"
@@ -380,6 +382,10 @@ main (int argc, char *argv[])
       zero_or_trim (trim, off, len, flags);
       printf ("nbd-verify: %s offset %" PRIu64 " length %" PRIu64 "%s\n",
               trim ? "trimmed" : "zeroed", off, len, flags ? " (FUA)" : "");
+    }
+    else if (strcmp (cmd, "--sleep") == 0) {
+      NEED (1);
+      sleep (num (argv[++i]));
     }
     else if (strcmp (cmd, "--flush") == 0) {
       if (nbd_flush (h, 0) == -1)
