@@ -139,42 +139,48 @@ vm_ok "mount /dev/nbd0 /mnt/fs && dd if=/dev/urandom of=/mnt/fs/right bs=1M coun
 vm_ok "umount /mnt/fs"
 vm_nbd_detach nbd0
 stop_nbdkit "$sock" || fail "the right order did not stop cleanly"
-! grep -q 'disconnected with writes it had not flushed' "$log" ||
+! grep -q 'with writes it had not flushed' "$log" ||
     fail "a warning about unflushed writes after the right stop order"
 
 check "wrong order: SIGTERM while mounted, with written but unflushed data"
 start_nbdkit "$sock" $(store_args vol) cache-size=64M upload-delay=30
 log=${_nbdkit_log[$sock]}
 vm_nbd_attach nbd0 "$sock" -b 4096 || fail "nbd-client"
-# One file fsync'ed (acknowledged and flushed), then a second written to
-# the device without a flush: sync_file_range starts writeback without a
-# flush, dd conv=notrunc does not fsync; a ext4 commit is 5 s away.
-vm_ok "mount /dev/nbd0 /mnt/fs -o commit=60 && dd if=/dev/urandom of=/mnt/fs/fsynced bs=1M count=2 conv=fsync 2>/dev/null && sha256sum /mnt/fs/fsynced > /host/fsynced.sum && dd if=/dev/urandom of=/mnt/fs/unsynced bs=1M count=2 2>/dev/null"
-# Write back the page cache without a flush (the kernel's flusher would
-# do the same within 30 s): the block device sees writes, no FLUSH yet.
-vm_ok "echo 1 > /proc/sys/vm/dirty_expire_centisecs; echo 10 > /proc/sys/vm/dirty_writeback_centisecs; sleep 3"
+# One file fsync'ed (acknowledged and flushed), then a second written
+# with O_DIRECT and no fsync: its data reaches nbdkit as writes before dd
+# returns, with no flush after them (the extents wait in ext4's journal,
+# whose commit is 60 s away).  (Writeback of the page cache by the flusher
+# made the same state only when the guest was quick enough: under load
+# the flush came first, or no write did.)
+vm_ok "mount /dev/nbd0 /mnt/fs -o commit=60 && dd if=/dev/urandom of=/mnt/fs/fsynced bs=1M count=2 conv=fsync 2>/dev/null && sha256sum /mnt/fs/fsynced > /host/fsynced.sum && dd if=/dev/urandom of=/mnt/fs/unsynced bs=1M count=2 iflag=fullblock oflag=direct 2>/dev/null"
 pid=${_nbdkit_pid[$sock]}
 kill -TERM "$pid"
-# nbdkit 1.32 does not end a connection that is idle on SIGTERM: its
-# thread sits in a blocking read until the client sends something.  Check
-# that, then let the guest send its next request (sync), which ends it.
+# nbdkit 1.32 does not end a connection on SIGTERM: it answers the
+# client's next requests with ESHUTDOWN and exits only once the client
+# has closed the connection (seen both ways here: sometimes the kernel's
+# next request ends it, sometimes the connection stays open until the
+# socket closes).  Let the guest send a request (a sync in the background:
+# it may block for good on a filesystem whose journal just failed), then
+# close the guest's connection as nbd-client -d would.
 sleep 5
-kill -0 "$pid" 2>/dev/null && ! _is_zombie "$pid" ||
-    echo "(nbdkit ended on SIGTERM with an idle client connected)"
-kill -0 "$pid" 2>/dev/null && ! _is_zombie "$pid" &&
-    echo "nbdkit still runs 5 s after SIGTERM with an idle client: the guest's next request ends it"
-vm_run -t 60 "sync" >/dev/null || true
+if kill -0 "$pid" 2>/dev/null && ! _is_zombie "$pid"; then
+    echo "nbdkit still runs 5 s after SIGTERM with an idle client connected"
+fi
+vm_run -t 60 "( sync & ); sleep 5" >/dev/null || true
+if kill -0 "$pid" 2>/dev/null && ! _is_zombie "$pid"; then
+    echo "nbdkit still runs after the guest's sync: closing the guest's connection"
+fi
+vm_ports_remove nbd0
 rc=0; _wait_exit "$pid" 120 || rc=$?
 unset "_nbdkit_pid[$sock]"
 echo "nbdkit exited with status $rc:"
 grep -E 'warning: a client|could not be stored' "$log" || true
+[ "$rc" -ne 124 ] || fail "nbdkit did not exit within 120 s of its client's disconnect after SIGTERM"
 [ "$rc" -eq 0 ] || fail "nbdkit exited $rc: it lost acknowledged writes"
-vm_ports_remove nbd0
-grep -q 'disconnected with writes it had not flushed' "$log" ||
+grep -q 'with writes it had not flushed' "$log" ||
     fail "no warning that the client was cut off with unflushed writes"
 vm_run -t 90 "ls /mnt/fs > /dev/null; dmesg | grep -E 'nbd0|EXT4-fs' | tail -n 4" || true
 force_teardown
-vm_ok "echo 3000 > /proc/sys/vm/dirty_expire_centisecs; echo 500 > /proc/sys/vm/dirty_writeback_centisecs"
 start_nbdkit "$sock" $(store_args vol) cache-size=64M
 vm_nbd_attach nbd0 "$sock" -b 4096 || fail "nbd-client after the wrong order"
 vm_ok "mount /dev/nbd0 /mnt/fs && umount /mnt/fs && e2fsck -f -n /dev/nbd0" ||

@@ -36,8 +36,16 @@ VM_TIMEOUT=${S3CHUNK_VM_TIMEOUT:-600}
 VM_SMP=${VM_SMP:-1}
 
 _vm_pid=
-_vm_seq=0
-_vm_port_seq=0
+# Counters and the "stuck" mark live in files of $tmp/.vm, not in shell
+# variables: tests call vm_run inside $(...), a subshell, whose variables
+# would be lost and its numbers handed out again.
+_vm_next ()
+{
+    local f=$tmp/.vm/$1 n
+    n=$(( $(cat "$f" 2>/dev/null || echo 0) + 1 ))
+    echo "$n" > "$f"
+    echo "$n"
+}
 declare -A _vm_ports
 
 # requires_vm: what the VM needs on the host; fails (never skips) when
@@ -85,8 +93,9 @@ vm_start ()
 {
     local line t0=$SECONDS i
     requires_vm
+    # A new guest numbers its commands from 1 again.
+    rm -rf "$tmp/.vm" "$tmp"/vm-{cmd,qmp}.{in,out}
     mkdir -p "$tmp/.vm"
-    rm -f "$tmp"/vm-{cmd,qmp}.{in,out}
     mkfifo "$tmp/vm-cmd.in" "$tmp/vm-cmd.out" "$tmp/vm-qmp.in" "$tmp/vm-qmp.out"
     # Opened read-write: opening a FIFO that way never blocks, whether
     # qemu has opened its end yet or not.
@@ -116,9 +125,8 @@ vm_start ()
     _vm_qmp '{"execute":"qmp_capabilities"}' >/dev/null ||
         fail "QMP capabilities"
     for (( i = 0; i < 1800; ++i )); do
-        if read -r -t 0.1 line <&"$_vm_cmd_out"; then
-            [[ $line == ready* ]] && break
-        fi
+        if [ -f "$tmp/.vm/ready" ]; then line=$(cat "$tmp/.vm/ready"); break; fi
+        read -r -t 0.1 line <&"$_vm_cmd_out" || true
         if ! _vm_alive; then
             cat "$tmp/vm-qemu.log"; tail -n 30 "$tmp/vm-console.log"
             fail "the VM died while booting"
@@ -132,33 +140,53 @@ vm_start ()
 # vm_run [-t SECS] CMD: run the shell command CMD (busybox sh) in the
 # guest; prints its output (stdout and stderr) and returns its status, or
 # 124 after SECS (default VM_TIMEOUT) without an answer.  The output is
-# also in $tmp/.vm/N.out.
+# also in $tmp/.vm/N.out.  The script and the answer go through the
+# shared directory (tests/vm-init's command loop); the port only wakes
+# the guest.  A command the guest itself gives up on leaves N.diag (what
+# the guest was doing), printed here.
 vm_run ()
 {
-    local secs=$VM_TIMEOUT n line i
+    local secs=$VM_TIMEOUT n i rc
     if [ "$1" = -t ]; then secs=$2; shift 2; fi
     _vm_alive || { echo "$0: vm_run: the VM is not running"; return 125; }
-    n=$((++_vm_seq))
-    printf '%s\n' "$*" > "$tmp/.vm/$n.sh"
+    if [ -e "$tmp/.vm/stuck" ]; then
+        echo "$0: vm_run: the guest is stuck in an earlier command: not running $*"
+        return 124
+    fi
+    n=$(_vm_next seq)
+    echo "$secs" > "$tmp/.vm/$n.t"
+    printf '%s\n' "$*" > "$tmp/.vm/$n.sh.new"
+    mv "$tmp/.vm/$n.sh.new" "$tmp/.vm/$n.sh"
     echo "$n" >&"$_vm_cmd_in"
-    for (( i = 0; i < secs * 10; ++i )); do
-        if read -r -t 0.1 line <&"$_vm_cmd_out"; then
-            [ "${line%% *}" = "$n" ] || continue
+    # The guest's watcher ends the command after SECS; allow it the time
+    # to say what it found.
+    for (( i = 0; i < (secs + 30) * 10; ++i )); do
+        if [ -f "$tmp/.vm/$n.rc" ]; then
+            rc=$(cat "$tmp/.vm/$n.rc")
             cat "$tmp/.vm/$n.out"
-            return "${line#* }"
+            if [ -f "$tmp/.vm/$n.diag" ]; then
+                echo "$0: vm_run: the guest gave up after $secs s on: $*"
+                cat "$tmp/.vm/$n.diag"
+                return 124
+            fi
+            return "$rc"
         fi
         _vm_alive || break
+        # Drain the port's old answers: an older guest wrote to it.
+        read -r -t 0.1 _ <&"$_vm_cmd_out" || true
     done
     cat "$tmp/.vm/$n.out" 2>/dev/null
+    cat "$tmp/.vm/$n.diag" 2>/dev/null
     if ! _vm_alive; then
         echo "$0: vm_run: the VM died running: $*"
         tail -n 30 "$tmp/vm-console.log"
         return 125
     fi
     echo "$0: vm_run: no answer within $secs s to: $*"
-    # The guest may be stuck for good: later commands would queue behind
-    # this one.
-    _vm_stuck=1
+    tail -n 60 "$tmp/vm-console.log"
+    # The guest is stuck in the kernel: later commands would queue
+    # behind this one.
+    touch "$tmp/.vm/stuck"
     return 124
 }
 
@@ -189,7 +217,7 @@ vm_nbd_attach ()
     done
     vm_ports_remove "$dev"
     for (( i = 0; i < conns; ++i )); do
-        n=$((++_vm_port_seq))
+        n=$(_vm_next port-seq)
         _vm_qmp '{"execute":"chardev-add","arguments":{"id":"nbdc'$n'","backend":{"type":"socket","data":{"addr":{"type":"unix","data":{"path":"'"$sock"'"}},"server":false}}}}' >/dev/null ||
             fail "chardev-add for $sock"
         _vm_qmp '{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","chardev":"nbdc'$n'","name":"s3chunk.nbd.'$n'","id":"nbdp'$n'"}}' >/dev/null ||
@@ -198,7 +226,7 @@ vm_nbd_attach ()
         _vm_ports[$dev]="${_vm_ports[$dev]:-} $n"
     done
     echo "$0: nbd-client -unix /run/$dev.sock /dev/$dev $* (ports ${_vm_ports[$dev]# })"
-    vm_run "nbd-bridge /run/$dev.sock ${names[*]} && nbd-client -unix /run/$dev.sock /dev/$dev $*" ||
+    vm_run "nbd-wait-free $dev && nbd-bridge /run/$dev.sock ${names[*]} && nbd-client -unix /run/$dev.sock /dev/$dev $*" ||
         rc=$?
     return "$rc"
 }
@@ -227,12 +255,13 @@ vm_ports_remove ()
     unset "_vm_ports[$dev]"
 }
 
-# vm_nbd_detach DEV: nbd-client -d /dev/DEV in the guest, then remove its
-# ports.  Returns nbd-client -d's status.
+# vm_nbd_detach DEV: nbd-client -d /dev/DEV in the guest and wait until the
+# kernel has let the device go, then remove its ports.  Returns nbd-client
+# -d's status.
 vm_nbd_detach ()
 {
     local dev=$1 rc=0
-    vm_run -t 60 "nbd-client -d /dev/$dev" || rc=$?
+    vm_run -t 90 "nbd-client -d /dev/$dev; rc=\$?; nbd-wait-free $dev; exit \$rc" || rc=$?
     vm_ports_remove "$dev"
     return "$rc"
 }
@@ -243,7 +272,7 @@ vm_stop ()
 {
     local dev i
     _vm_alive || { _vm_pid=; return 0; }
-    if [ -z "${_vm_stuck:-}" ]; then
+    if [ ! -e "$tmp/.vm/stuck" ]; then
         vm_run -t 60 'for m in $(awk '\''$1 ~ /^\/dev\/nbd/ { print $2 }'\'' /proc/mounts); do umount "$m" || umount -l "$m"; done; for d in /sys/block/nbd*; do [ "$(cat $d/size)" = 0 ] || nbd-client -d /dev/${d##*/}; done; sync' \
             >/dev/null 2>&1 || true
     fi
