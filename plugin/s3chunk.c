@@ -951,14 +951,23 @@ grow_end (void)
  * ephemeral local addresses.  fd and inode are kept, so a closed and
  * reused fd number is never touched.
  *
- * Killing: shutdown (SHUT_RD), not close and not SHUT_RDWR: nbdkit's
- * reading thread sees end of input and ends the connection after the
- * replies of requests it has already read, so none of those is lost; for
- * a unix socket the peer's next send fails at once (EPIPE), and the
- * kernel's driver marks that socket dead and requeues the request for
- * the replacement socket.  Over TCP the peer notices only when nbdkit
- * closes the connection (FIN); a request sent in between gets no reply
- * and is retried by the driver after its timeout.
+ * Killing: shutdown (SHUT_RD), not close (the fd is nbdkit's) and not
+ * SHUT_RDWR: nbdkit's reading thread sees end of input and ends the
+ * connection after the replies of the requests it is serving; for a Unix
+ * socket the peer's next send fails at once (EPIPE), and the kernel's
+ * driver marks that socket dead and sends the request again on the
+ * replacement.  What tests/nbd-replace-check.c measured under a client
+ * that writes without pause, with nbdkit 1.32: over a Unix socket every
+ * write sent was answered in most runs, but nbdkit answers ESHUTDOWN
+ * (EIO for the kernel) to a request one of its threads read in the
+ * instant another read the end of input (2 of 200, once); over TCP
+ * requests not yet read are never answered (the driver retries them
+ * after its request timeout) and nbdkit 1.32 can abort in
+ * raw_send_socket when the client closes while replies are still being
+ * sent.  SHUT_RDWR was no better: requests answered by nobody on Unix
+ * sockets too, and the same abort over TCP.  So the client should make
+ * the old connections idle first: s3chunk-nbd-resize freezes the
+ * device's filesystems while it replaces them.
  */
 #define S3CHUNK_REPLACE_EXPORT "s3chunk:replace-stale"
 

@@ -29,13 +29,14 @@ vm_ok "command -v s3chunk-nbd-resize" ||
 vm_make_tree "$tmp/src"
 sock=$tmp/sock
 M=$((1024 * 1024))
-old=$((256 * M))
-new=$((640 * M))
 
+# The 300 MiB file written after the grow does not fit in the old size.
 for fstype in ${VM_GROW_FS:-ext4 xfs}; do
     case $fstype in
-    ext4) mkfs="mkfs.ext4 -q -F"; fsck="e2fsck -f -n"; grow="resize2fs /dev/nbd0" ;;
-    xfs)  mkfs="mkfs.xfs -q -f";  fsck="xfs_repair -n"; grow="xfs_growfs /mnt/fs" ;;
+    ext4) mkfs="mkfs.ext4 -q -F"; fsck="e2fsck -f -n"; grow="resize2fs /dev/nbd0"
+          old=$((256 * M)); new=$((640 * M)) ;;
+    xfs)  mkfs="mkfs.xfs -q -f";  fsck="xfs_repair -n"; grow="xfs_growfs /mnt/fs"
+          old=$((320 * M)); new=$((768 * M)) ;;     # xfs needs 300 MiB
     esac
     vol=vol-$fstype
     store=$(store_args "$vol")

@@ -23,6 +23,18 @@
  *   what nbd-client set: nothing (0) for Debian 12's nbd-client 3.24,
  *   which never sets it; newer nbd-client releases set 30 s with
  *   -persist (or -dead-conn-timeout): give -restore-dead-timeout then.
+ * - While the connections are replaced, the filesystems mounted from the
+ *   device are frozen (FIFREEZE: the kernel writes everything back and
+ *   holds new writes), so that no request is in flight on the old
+ *   connection when nbdkit ends it.  A request in flight then is what
+ *   goes wrong: nbdkit 1.32 answers ESHUTDOWN (the kernel's EIO) to a
+ *   request another of its threads had read just before the end of
+ *   input, a reply to a request the kernel sent after nbdkit stopped
+ *   reading is never sent, and a reply that fails to send can crash
+ *   nbdkit 1.32 (assertion in raw_send_socket); tests/nbd-replace-check.c
+ *   showed all three under a writer that never pauses.  -no-freeze
+ *   skips it (a device without a filesystem, or one whose writer
+ *   cannot wait a second).
  * - The size is read first, on a connection with an ordinary export name
  *   (NBD_OPT_INFO, no transmission), so that nothing is touched when it
  *   is not larger or not a multiple of the device's block size.
@@ -48,9 +60,11 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <endian.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <linux/fs.h>
 #include <linux/genetlink.h>
 #include <linux/nbd-netlink.h>
 #include <linux/netlink.h>
@@ -77,10 +91,14 @@
 static const char *device;
 static unsigned nbd_index;
 
+static void thaw_all (void);
+
 static void
 die (const char *fmt, ...)
 {
   va_list ap;
+
+  thaw_all ();
 
   fprintf (stderr, PROG ": %s: ", device ? device : "");
   va_start (ap, fmt);
@@ -396,6 +414,69 @@ nbd_family (int nl)
 
 static char backend[256];       /* /sys/block/nbdX/backend, if set */
 
+/* ------------------------------------------------------------- freezing */
+
+#define MAX_FROZEN 16
+static int frozen[MAX_FROZEN];
+static char frozen_at[MAX_FROZEN][256];
+static int nfrozen;
+
+static void
+thaw_all (void)
+{
+  while (nfrozen > 0) {
+    nfrozen--;
+    if (ioctl (frozen[nfrozen], FITHAW, 0) < 0)
+      fprintf (stderr, PROG ": %s: THAW %s FAILED: %s: its writers wait "
+               "until you run 'fsfreeze -u %s'\n", device,
+               frozen_at[nfrozen], strerror (errno), frozen_at[nfrozen]);
+    close (frozen[nfrozen]);
+  }
+}
+
+/* Freeze every filesystem mounted from the device or its partitions. */
+static void
+freeze_mounts (void)
+{
+  char line[1024], dev[64];
+  size_t dlen;
+  FILE *fp = fopen ("/proc/self/mounts", "re");
+
+  if (fp == NULL)
+    die ("read /proc/self/mounts: %s: give -no-freeze to go on without "
+         "freezing", strerror (errno));
+  snprintf (dev, sizeof dev, "/dev/nbd%u", nbd_index);
+  dlen = strlen (dev);
+  while (fgets (line, sizeof line, fp)) {
+    char src[256], dir[256];
+    int fd;
+
+    if (sscanf (line, "%255s %255s", src, dir) != 2 ||
+        strncmp (src, dev, dlen) != 0 ||
+        (src[dlen] != '\0' && src[dlen] != 'p'))
+      continue;
+    if (nfrozen == MAX_FROZEN)
+      break;
+    fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || ioctl (fd, FIFREEZE, 0) < 0) {
+      int e = errno;
+      if (fd >= 0)
+        close (fd);
+      fclose (fp);
+      thaw_all ();
+      die ("freeze %s (FIFREEZE): %s: nothing changed; give -no-freeze "
+           "to replace the connections under a running writer (see the "
+           "man page)", dir, strerror (e));
+    }
+    frozen[nfrozen] = fd;
+    snprintf (frozen_at[nfrozen], sizeof frozen_at[0], "%s", dir);
+    nfrozen++;
+    printf (PROG ": %s: %s frozen while the connections are replaced\n",
+            device, dir);
+  }
+  fclose (fp);
+}
+
 /* NBD_CMD_RECONFIGURE of our device with one u64 attribute or one socket. */
 static int
 reconfigure (int nl, uint16_t fam, uint16_t attr, uint64_t val, int sock)
@@ -478,7 +559,9 @@ usage (void)
            "  -restore-dead-timeout SECS  set afterwards (0, what "
            "nbd-client 3.24 leaves)\n"
            "  -wait SECS                how long to retry while the old "
-           "connection is not dead yet (60)\n");
+           "connection is not dead yet (60)\n"
+           "  -no-freeze                do not freeze the device's "
+           "filesystems meanwhile\n");
   exit (2);
 }
 
@@ -489,6 +572,7 @@ main (int argc, char **argv)
   unsigned conns = 0, i;
   uint64_t dead = 120, restore = 0, cur, bs, want;
   double wait_secs = 60;
+  bool freeze = true;
   uint16_t fam;
   int nl, kmsg, r, a;
   struct sockaddr_nl snl = { .nl_family = AF_NETLINK };
@@ -515,6 +599,11 @@ main (int argc, char **argv)
     a += 2;
   }
   for (; a < argc; a += 2) {
+    if (strcmp (argv[a], "-no-freeze") == 0) {
+      freeze = false;
+      a--;
+      continue;
+    }
     if (a + 1 >= argc)
       usage ();
     if (strcmp (argv[a], "-C") == 0 || strcmp (argv[a], "-connections") == 0)
@@ -571,6 +660,10 @@ main (int argc, char **argv)
   fam = nbd_family (nl);
   kmsg = kmsg_open ();
 
+  /* No request in flight on the old connections when they end. */
+  if (freeze)
+    freeze_mounts ();
+
   /* Requests wait for the new connections instead of failing. */
   r = reconfigure (nl, fam, NBD_ATTR_DEAD_CONN_TIMEOUT, dead, -1);
   if (r < 0)
@@ -618,6 +711,7 @@ main (int argc, char **argv)
     printf (PROG ": %s: connection %u replaced\n", device, i + 1);
   }
 
+  thaw_all ();
   r = reconfigure (nl, fam, NBD_ATTR_SIZE_BYTES, want, -1);
   if (r < 0) {
     reconfigure (nl, fam, NBD_ATTR_DEAD_CONN_TIMEOUT, restore, -1);
