@@ -977,6 +977,7 @@ struct stale_sock {
   ino_t ino;
 };
 static pthread_mutex_t stale_lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t replaced_closing;         /* closes not to warn about */
 static struct stale_sock *stale;
 static size_t nstale;
 
@@ -1087,6 +1088,10 @@ replace_stale (void)
   }
   nbdkit_debug ("grow: export \"%s\": %zu of %zu connection(s) with the old "
                 "size shut down", S3CHUNK_REPLACE_EXPORT, done, nstale);
+  /* Their unflushed writes are not a wrong stop order: the client goes
+   * on on the new connections (one cache, multi-conn).
+   */
+  __atomic_add_fetch (&replaced_closing, done, __ATOMIC_SEQ_CST);
   nstale = 0;
   pthread_mutex_unlock (&stale_lock);
 }
@@ -1243,7 +1248,17 @@ static void
 s3chunk_close (void *handle)
 {
   uint64_t w = __atomic_load_n (&write_seq, __ATOMIC_SEQ_CST);
+  size_t rc = __atomic_load_n (&replaced_closing, __ATOMIC_SEQ_CST);
 
+  /* A connection replace_stale ended (as far as we can tell: the next
+   * closes after it): not worth the warning below.
+   */
+  while (rc > 0 &&
+         !__atomic_compare_exchange_n (&replaced_closing, &rc, rc - 1, false,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+    ;
+  if (rc > 0)
+    return;
   if (w > __atomic_load_n (&flushed_seq, __ATOMIC_SEQ_CST) &&
       !__atomic_exchange_n (&closed_unflushed, true, __ATOMIC_SEQ_CST))
     nbdkit_error ("warning: a client disconnected with writes it had not "
