@@ -503,9 +503,10 @@ static uint32_t
 chunk_bytes (struct cache *c, uint64_t idx)
 {
   uint64_t start = idx << c->v->chunk_shift;
+  uint64_t size = cs_volume_size (c->v);       /* grows while we run */
 
-  if (c->v->size - start < c->chunk_size)
-    return c->v->size - start;
+  if (size - start < c->chunk_size)
+    return size - start;
   return c->chunk_size;
 }
 
@@ -597,7 +598,7 @@ queue_fetch (struct cache *c, uint64_t idx)
   struct entry *e;
   uint8_t *buf;
 
-  if (idx >= c->v->nchunks || !cs_map_test (c->v, idx))
+  if (idx >= cs_volume_nchunks (c->v) || !cs_map_test (c->v, idx))
     return;
   e = lookup (c, idx);
   if (e && (e->valid || e->loading))

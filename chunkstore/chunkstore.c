@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -309,19 +311,69 @@ check_geometry (uint64_t size, uint32_t chunk_size)
   return 0;
 }
 
-static int
-map_resize (struct cs_volume *v)
-{
-  size_t words = (v->nchunks + 63) / 64;
-  uint64_t *m = realloc (v->map, words * sizeof *m + 8);
+/* The map's address space is reserved once, for the largest volume the
+ * format allows (CS_MAX_CHUNKS bits, 256 MiB), with PROT_NONE and
+ * MAP_NORESERVE: it costs no memory until pages are made accessible, and
+ * growing only makes more of it accessible (mprotect) in place.  So the
+ * map never moves: a running plugin grows its volume (cs_volume_grow)
+ * while other threads test and set bits, and none of them can ever hold a
+ * pointer to a freed array.  The alternative, a lock around every map
+ * access, would put a lock on the read path of every request for the
+ * sake of a rare grow.  Pages of a private anonymous mapping read as
+ * zeroes when first made accessible; the map is never shrunk.
+ */
+#define MAP_RESERVE_BYTES (CS_MAX_CHUNKS / 8 + 8)
 
-  if (m == NULL) {
+static int
+map_reserve (struct cs_volume *v)
+{
+  void *p = mmap (NULL, MAP_RESERVE_BYTES, PROT_NONE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+  if (p == MAP_FAILED) {
+    int e = errno;
+    cs_error ("allocation map: cannot reserve %" PRIu64 " MiB of address "
+              "space: %s", (uint64_t) MAP_RESERVE_BYTES >> 20, strerror (e));
+    return -e;
+  }
+  v->map = p;
+  v->map_bytes = 0;
+  return 0;
+}
+
+/* Make the map cover nchunks bits (plus a spare word); never shrinks. */
+static int
+map_resize (struct cs_volume *v, uint64_t nchunks)
+{
+  long page = sysconf (_SC_PAGESIZE);
+  size_t want = ((nchunks + 63) / 64) * 8 + 8;
+
+  if (v->map == NULL && map_reserve (v) < 0)
+    return -ENOMEM;
+  want = (want + page - 1) / page * page;
+  if (want <= v->map_bytes)
+    return 0;
+  if (want > MAP_RESERVE_BYTES ||
+      mprotect ((char *) v->map + v->map_bytes, want - v->map_bytes,
+                PROT_READ | PROT_WRITE) < 0) {
     cs_error ("allocation map of %" PRIu64 " chunks: out of memory",
-              v->nchunks);
+              nchunks);
     return -ENOMEM;
   }
-  v->map = m;
+  v->map_bytes = want;
   return 0;
+}
+
+uint64_t
+cs_volume_size (const struct cs_volume *v)
+{
+  return __atomic_load_n (&v->size, __ATOMIC_ACQUIRE);
+}
+
+uint64_t
+cs_volume_nchunks (const struct cs_volume *v)
+{
+  return __atomic_load_n (&v->nchunks, __ATOMIC_ACQUIRE);
 }
 
 bool
@@ -349,7 +401,7 @@ cs_map_count (const struct cs_volume *v)
 {
   uint64_t n = 0, i;
 
-  for (i = 0; i < (v->nchunks + 63) / 64; ++i)
+  for (i = 0; i < (cs_volume_nchunks (v) + 63) / 64; ++i)
     n += __builtin_popcountll (__atomic_load_n (&v->map[i], __ATOMIC_RELAXED));
   return n;
 }
@@ -363,7 +415,7 @@ map_add (void *opaque, const char *key, uint64_t size)
   if (!cs_chunk_key_parse (key, &idx))
     cs_warn ("list: %s is not a chunk object of this volume: ignored "
              "('s3chunk fsck' reports such objects)", key);
-  else if (idx >= v->nchunks)
+  else if (idx >= cs_volume_nchunks (v))
     cs_warn ("list: %s is beyond the end of the volume: ignored", key);
   else
     cs_map_set (v, idx, true);
@@ -375,7 +427,7 @@ cs_map_load (struct cs_volume *v)
 {
   int r;
 
-  memset (v->map, 0, (v->nchunks + 63) / 64 * sizeof *v->map);
+  memset (v->map, 0, (cs_volume_nchunks (v) + 63) / 64 * sizeof *v->map);
   r = objstore_list (v->os, CS_CHUNK_PREFIX, map_add, v);
   if (r < 0)
     return r;
@@ -486,17 +538,39 @@ create_volume (struct cs_volume *v, const struct cs_volume_params *p)
   return write_superblock (v, NULL);
 }
 
+/* Our superblock write of text was refused (412) or its outcome is
+ * unknown: is the superblock there now exactly text?  Then it was ours
+ * (an earlier attempt whose answer was lost landed): adopt its etag.
+ * The text is deterministic (the MAC of an encrypted one too), and the
+ * volume id makes it unique to this volume.
+ */
+static bool
+superblock_is (struct cs_volume *v, const struct cs_buf *text)
+{
+  struct cs_buf back = CS_BUF_INIT;
+  struct objstore_info info;
+  bool same;
+
+  same = objstore_get (v->os, CS_SUPERBLOCK_KEY, SUPERBLOCK_MAX, &back,
+                       &info) == 0 &&
+    back.len == text->len && memcmp (back.data, text->data, text->len) == 0;
+  if (same)
+    memcpy (v->etag, info.etag, sizeof v->etag);
+  cs_buf_free (&back);
+  return same;
+}
+
 int
 cs_volume_grow (struct cs_volume *v, uint64_t new_size)
 {
-  uint64_t old = v->size, old_n = v->nchunks;
+  uint64_t old = v->size, old_n = v->nchunks, new_n;
+  struct cs_volume next;
+  struct cs_buf text = CS_BUF_INIT;
   char s1[32], s2[32];
   int r;
 
   if (new_size == old)
     return 0;
-  if (new_size > old && check_geometry (new_size, v->chunk_size) < 0)
-    return -EINVAL;
   if (new_size < old) {
     cs_error ("size=%" PRIu64 " is smaller than the volume (%" PRIu64 " "
               "bytes): shrinking would destroy data at the end of the disk; "
@@ -504,25 +578,60 @@ cs_volume_grow (struct cs_volume *v, uint64_t new_size)
               new_size, old);
     return -EINVAL;
   }
-  v->size = new_size;
-  v->nchunks = (new_size + v->chunk_size - 1) >> v->chunk_shift;
-  r = map_resize (v);
-  if (r == 0) {
-    /* The new bits start clear: the new space reads as zeroes. */
-    size_t w = (old_n + 63) / 64, nw = (v->nchunks + 63) / 64;
-    if (old_n % 64)
-      v->map[old_n / 64] &= (UINT64_C (1) << (old_n % 64)) - 1;
-    memset (v->map + w, 0, (nw - w) * sizeof *v->map);
-    r = write_superblock (v, v->etag);
+  if (new_size % CS_SIZE_ALIGN || new_size > CS_MAX_SIZE) {
+    cs_error ("size=%" PRIu64 ": a volume's size is a multiple of %d bytes, "
+              "at most 1 EiB", new_size, CS_SIZE_ALIGN);
+    return -EINVAL;
   }
+  if (check_geometry (new_size, v->chunk_size) < 0)
+    return -EINVAL;
+  new_n = (new_size + v->chunk_size - 1) >> v->chunk_shift;
+
+  /* The map first: it must cover the new chunks before anyone can be told
+   * the new size.  The bits beyond the old end are clear (nothing sets
+   * them; clear them anyway, the map is untrusted only in its use), so
+   * the new space reads as zeroes.  Readers of the old range go on
+   * undisturbed: the map does not move (map_resize).
+   */
+  r = map_resize (v, new_n);
+  if (r < 0)
+    return r;
+  if (old_n % 64)
+    __atomic_and_fetch (&v->map[old_n / 64],
+                        (UINT64_C (1) << (old_n % 64)) - 1, __ATOMIC_RELEASE);
+  for (uint64_t w = (old_n + 63) / 64; w < (new_n + 63) / 64; ++w)
+    __atomic_store_n (&v->map[w], 0, __ATOMIC_RELEASE);
+
+  /* The superblock is written from a copy, so that v keeps saying the old
+   * size until the store has the new one: a volume is never served larger
+   * than its superblock says.
+   */
+  next = *v;
+  next.size = new_size;
+  next.nchunks = new_n;
+  r = cs_superblock_format (&next, &text);
+  if (r == 0)
+    r = write_superblock (&next, v->etag);
+  if (r == 0)
+    memcpy (v->etag, next.etag, sizeof v->etag);
+  else if ((r == -EEXIST || r == -ETIMEDOUT || r == -EIO) &&
+           superblock_is (v, &text)) {
+    cs_debug ("grow volume: the superblock already says %" PRIu64 " (an "
+              "earlier attempt landed)", new_size);
+    r = 0;
+  }
+  cs_buf_free (&text);
   if (r < 0) {
     if (r == -EEXIST)
       cs_error ("grow volume: the superblock changed while we grew it: "
                 "is another process using this volume?");
-    v->size = old;
-    v->nchunks = old_n;
     return r == -EEXIST ? -EBUSY : r;
   }
+  /* Publish: nchunks before size, so that whoever sees the new size sees
+   * the chunks that cover it.
+   */
+  __atomic_store_n (&v->nchunks, new_n, __ATOMIC_RELEASE);
+  __atomic_store_n (&v->size, new_size, __ATOMIC_RELEASE);
   cs_info ("volume grown from %s to %s",
            params_format_size (old, s1, sizeof s1),
            params_format_size (new_size, s2, sizeof s2));
@@ -670,11 +779,8 @@ cs_volume_open (struct objstore *os, const struct cs_volume_params *p,
     break;
   }
   cs_buf_free (&sb);
-  if (r == 0) {
-    r = map_resize (v);
-    if (r == 0)
-      memset (v->map, 0, ((v->nchunks + 63) / 64) * sizeof *v->map);
-  }
+  if (r == 0)
+    r = map_resize (v, v->nchunks);      /* fresh pages: all clear */
   if (r == 0 && p->size > v->size) {
     if (p->readonly) {
       cs_error ("size=%" PRIu64 " would grow the volume, which a read-only "
@@ -696,7 +802,8 @@ void
 cs_volume_close (struct cs_volume *v)
 {
   if (v) {
-    free (v->map);
+    if (v->map)
+      munmap (v->map, MAP_RESERVE_BYTES);
     crypt_free (v->crypt);
     free (v);
   }

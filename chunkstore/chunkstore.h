@@ -53,6 +53,10 @@ struct cs_volume_params {
 struct cs_volume {
   struct objstore *os;          /* not owned */
   uint8_t volume_id[CODEC_VOLUME_ID_SIZE];
+  /* size and nchunks grow while the volume is served (cs_volume_grow):
+   * threads other than the one growing read them with cs_volume_size and
+   * cs_volume_nchunks.
+   */
   uint64_t size;
   uint32_t chunk_size;
   unsigned chunk_shift;         /* log2 (chunk_size) */
@@ -62,7 +66,10 @@ struct cs_volume {
   char etag[128];               /* of the superblock we read or wrote */
   struct cs_crypt *crypt;       /* NULL: not encrypted */
 
-  uint64_t *map;                /* allocation bitmap, nchunks bits */
+  uint64_t *map;                /* allocation bitmap, nchunks bits, in an
+                                   address range reserved for the largest
+                                   volume: it never moves */
+  size_t map_bytes;             /* of it accessible */
   bool map_loaded;
 };
 
@@ -76,10 +83,21 @@ extern int cs_volume_open (struct objstore *os,
                            const struct cs_volume_params *p,
                            struct cs_volume **out);
 
-/* Grow an open volume to new_size (rewrites the superblock only if it is
- * unchanged since we read it).
+/* Grow an open volume to new_size: extend the allocation map, rewrite the
+ * superblock only if it is unchanged since we read or wrote it (or find
+ * that an earlier attempt of exactly this write landed), and only then
+ * publish the new size and chunk count.  Safe while other threads read
+ * and write chunks and test the map (one grower at a time).  -EINVAL
+ * (logged) for a smaller size or a bad geometry, -EBUSY if another
+ * process changed the superblock; on any failure v is unchanged.
  */
 extern int cs_volume_grow (struct cs_volume *v, uint64_t new_size);
+
+/* The size and chunk count now, for threads that run while the volume
+ * may grow.
+ */
+extern uint64_t cs_volume_size (const struct cs_volume *v);
+extern uint64_t cs_volume_nchunks (const struct cs_volume *v);
 
 extern void cs_volume_close (struct cs_volume *v);
 

@@ -74,6 +74,8 @@ struct lock {
   bool renewer_started, watchdog_started;
   lock_fence_fn fence;
   void *opaque;
+  lock_renewed_fn renewed;      /* lock_set_renewed_hook */
+  void *renewed_opaque;
   struct cs_fence wfence;       /* the write deadline, see fence.h */
 
   pthread_mutex_t mu;
@@ -1472,6 +1474,8 @@ renewer_thread (void *arg)
     }
     pthread_mutex_unlock (&l->mu);
     r = lock_renew (l);
+    if (r == 0 && l->renewed)
+      l->renewed (l->renewed_opaque);
     pthread_mutex_lock (&l->mu);
     if (r == 0)
       next = l->ok_sent + secs_ns (l->period);
@@ -1510,6 +1514,13 @@ watchdog_thread (void *arg)
   }
   pthread_mutex_unlock (&l->mu);
   return NULL;
+}
+
+void
+lock_set_renewed_hook (struct lock *l, lock_renewed_fn fn, void *opaque)
+{
+  l->renewed = fn;
+  l->renewed_opaque = opaque;
 }
 
 int

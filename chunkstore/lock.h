@@ -75,6 +75,16 @@ typedef void (*lock_fence_fn) (void *opaque, const char *reason);
 
 struct lock;
 
+/* Called from the renewal thread after each successful renewal, outside
+ * the lock's own mutex (lock_set_renewed_hook).  It delays the next
+ * renewal by as long as it runs: keep it to one small request.
+ */
+typedef void (*lock_renewed_fn) (void *opaque);
+
+/* Set before lock_start. */
+extern void lock_set_renewed_hook (struct lock *l, lock_renewed_fn fn,
+                                   void *opaque);
+
 /* Check with a throw-away object "lock-probe-<random>" that the store
  * really enforces put_if conditions: a second create-if-absent and a
  * replace with a wrong etag must fail with -EEXIST, a replace with the

@@ -18,14 +18,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
+#include <stddef.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
 #include "cache.h"
 #include "chunkstore.h"
+#include "cleanup.h"
 #include "crypt.h"
+#include "growreq.h"
 #include "lock.h"
 #include "log.h"
 #include "objstore.h"
@@ -702,6 +710,392 @@ status_end (void)
   }
 }
 
+/* ------------------------------------------------------------ online grow
+ * "s3chunk grow" on a served volume creates the object grow-request
+ * (docs/FORMAT.md, "Online grow"); we look for it after every successful
+ * lock renewal (the renewal thread's hook: one GET of a missing object
+ * on the lock's own connection, every lease/3), and a thread of ours
+ * applies it, so that a slow superblock write never delays a renewal.
+ *
+ * Applying: refuse a smaller size or a bad geometry (logged, and answered
+ * in grow-answer so the tool can print why); grow the volume
+ * (cs_volume_grow: map first, then the superblock, fenced like every
+ * write, then the volume's size); record the client sockets open now
+ * (their connections keep the size their handshake gave); publish the new
+ * size to .get_size; answer; delete the request.  Each step can be
+ * repeated: after a crash or a failed answer or delete the request is
+ * still there, and a request for the size the volume already has is
+ * answered "grown" again.  A failed superblock write (whose outcome may
+ * be unknown) leaves the request and retries at the next renewal, where
+ * cs_volume_grow settles it by reading the superblock back.  The tool
+ * creates the request only if absent, so there is at most one at a time.
+ */
+static pthread_t grow_thread;
+static bool grow_running;
+static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t grow_cond = PTHREAD_COND_INITIALIZER;
+static bool grow_stop, grow_pending;
+static struct cs_buf grow_text = CS_BUF_INIT;   /* the pending request */
+
+/* What .get_size tells new connections: the volume's size once the whole
+ * grow (including recording the old connections) is done.
+ */
+static uint64_t served_size;
+
+static void record_client_sockets (void);
+
+/* The lock's renewal thread, after a successful renewal. */
+static void
+grow_renewed (void *opaque)
+{
+  struct cs_buf b = CS_BUF_INIT;
+  bool busy;
+  int r;
+
+  pthread_mutex_lock (&grow_lock);
+  busy = grow_pending || grow_stop;
+  pthread_mutex_unlock (&grow_lock);
+  if (busy)
+    return;
+  r = objstore_get (lock_store, GROWREQ_KEY, GROWREQ_MAX_SIZE, &b, NULL);
+  if (r == -EFBIG) {
+    b.len = 0;                  /* not a request: refused as malformed */
+    r = 0;
+  }
+  if (r == 0) {
+    pthread_mutex_lock (&grow_lock);
+    if (!grow_stop) {
+      struct cs_buf t = grow_text;
+      grow_text = b;
+      b = t;
+      grow_pending = true;
+      pthread_cond_signal (&grow_cond);
+    }
+    pthread_mutex_unlock (&grow_lock);
+  }
+  else if (r != -ENOENT)
+    nbdkit_debug ("grow: reading %s failed: %s: will look again at the "
+                  "next renewal", GROWREQ_KEY, strerror (-r));
+  cs_buf_free (&b);
+}
+
+/* Write the answer, then delete the request.  Failures leave the request
+ * for the next renewal (answered again).
+ */
+static void
+grow_answer (const struct growans *a)
+{
+  char text[GROWREQ_MAX_SIZE];
+  int n = growans_format (a, text, sizeof text), r;
+
+  if (n < 0)
+    return;
+  r = objstore_put (store, GROWANS_KEY, text, n, NULL);
+  if (r == 0)
+    r = objstore_del (store, GROWREQ_KEY);
+  if (r < 0)
+    nbdkit_error ("grow: answering the request failed (%s): it is answered "
+                  "again at the next lock renewal", strerror (-r));
+}
+
+static void
+grow_apply (const struct cs_buf *text)
+{
+  struct growreq rq;
+  struct growans a = { .refused = true };
+  uint64_t cur = cs_volume_size (volume);
+  char s1[32], s2[32];
+  int r;
+
+  a.size = cur;
+  if (text->len == 0 || growreq_parse (text->data, text->len, &rq) < 0) {
+    memset (a.id, '0', 32);
+    snprintf (a.reason, sizeof a.reason, "%s is not a valid grow request",
+              GROWREQ_KEY);
+    nbdkit_error ("grow: %s: refused and deleted", a.reason);
+    grow_answer (&a);
+    return;
+  }
+  memcpy (a.id, rq.id, sizeof a.id);
+  params_format_size (rq.size, s1, sizeof s1);
+  params_format_size (cur, s2, sizeof s2);
+  if (rq.size < cur)
+    snprintf (a.reason, sizeof a.reason, "%s (%" PRIu64 " bytes) is smaller "
+              "than the volume (%s, %" PRIu64 " bytes): a volume never "
+              "shrinks", s1, rq.size, s2, cur);
+  else if (rq.size % CS_SIZE_ALIGN || rq.size > CS_MAX_SIZE)
+    snprintf (a.reason, sizeof a.reason, "%" PRIu64 " bytes is not a "
+              "multiple of %d or more than 1 EiB", rq.size, CS_SIZE_ALIGN);
+  else if ((rq.size + volume->chunk_size - 1) / volume->chunk_size >
+           CS_MAX_CHUNKS)
+    snprintf (a.reason, sizeof a.reason, "%s makes more than %" PRIu64
+              " chunks of %" PRIu32 " bytes", s1, CS_MAX_CHUNKS,
+              volume->chunk_size);
+  else if (cache_failed (cache))
+    snprintf (a.reason, sizeof a.reason, "the plugin has stopped writing "
+              "(see its log): restart it");
+  else {
+    a.refused = false;
+    if (rq.size > cur) {
+      nbdkit_debug ("grow: request %s from %s: %s to %s", rq.id, rq.host,
+                    s2, s1);
+      r = cs_volume_grow (volume, rq.size);
+      if (r == -EINVAL || r == -EBUSY) {
+        a.refused = true;
+        snprintf (a.reason, sizeof a.reason, "growing the superblock was "
+                  "refused: %s (see the plugin's log)", strerror (-r));
+      }
+      else if (r < 0) {
+        nbdkit_error ("grow: to %s: writing the superblock failed (%s): "
+                      "trying again at the next lock renewal", s1,
+                      strerror (-r));
+        return;
+      }
+    }
+    if (!a.refused) {
+      /* Connections open now were told the old size; the kernel's NBD
+       * client replaces them when asked (s3chunk_open).  Recorded before
+       * new handshakes can see the new size, so none is missed.
+       */
+      if (rq.size > __atomic_load_n (&served_size, __ATOMIC_ACQUIRE))
+        record_client_sockets ();
+      __atomic_store_n (&served_size, cs_volume_size (volume),
+                        __ATOMIC_RELEASE);
+      a.size = cs_volume_size (volume);
+      /* Not an error: said like the status line, on stderr. */
+      fprintf (stderr, "nbdkit: s3chunk: grow: the volume is %s now "
+               "(request of %s); connections opened before keep the old "
+               "size\n", s1, rq.host);
+      nbdkit_debug ("grow: the volume is %s now", s1);
+    }
+  }
+  if (a.refused)
+    nbdkit_error ("grow: request %s from %s refused: %s", rq.id, rq.host,
+                  a.reason);
+  grow_answer (&a);
+}
+
+static void *
+grow_main (void *arg)
+{
+  struct cs_buf t = CS_BUF_INIT;
+
+  pthread_mutex_lock (&grow_lock);
+  while (!grow_stop) {
+    if (!grow_pending) {
+      pthread_cond_wait (&grow_cond, &grow_lock);
+      continue;
+    }
+    t.len = 0;
+    cs_buf_append (&t, grow_text.data, grow_text.len);
+    pthread_mutex_unlock (&grow_lock);
+    grow_apply (&t);
+    pthread_mutex_lock (&grow_lock);
+    grow_pending = false;
+  }
+  pthread_mutex_unlock (&grow_lock);
+  cs_buf_free (&t);
+  return NULL;
+}
+
+/* Before the lock's threads start. */
+static int
+grow_start (void)
+{
+  int r;
+
+  served_size = volume->size;
+  if (vlock == NULL)
+    return 0;                   /* lock=none or read-only: no online grow */
+  r = pthread_create (&grow_thread, NULL, grow_main, NULL);
+  if (r != 0) {
+    nbdkit_error ("grow: cannot start a thread: %s", strerror (r));
+    return -1;
+  }
+  grow_running = true;
+  lock_set_renewed_hook (vlock, grow_renewed, NULL);
+  return 0;
+}
+
+/* At shutdown, before the last flush: a grow under way finishes, a
+ * request that arrives from now on stays in the store (and is applied by
+ * the next start, or withdrawn by the tool when it gives up).
+ */
+static void
+grow_end (void)
+{
+  if (grow_running) {
+    pthread_mutex_lock (&grow_lock);
+    grow_stop = true;
+    pthread_cond_signal (&grow_cond);
+    pthread_mutex_unlock (&grow_lock);
+    pthread_join (grow_thread, NULL);
+    grow_running = false;
+  }
+  cs_buf_free (&grow_text);
+}
+
+/* ----------------------------------------------- replacing old connections
+ * After an online grow, connections opened before it keep the old size:
+ * nbdkit checks every request against the size it cached at the
+ * handshake, so they cannot reach the new space, and nbdkit 1.32 has no
+ * way for a plugin to close a connection.  The kernel's NBD driver takes
+ * a new socket only in place of a dead one (NBD_CMD_RECONFIGURE), so
+ * s3chunk-nbd-resize opens fresh connections with the export name
+ * S3CHUNK_REPLACE_EXPORT, and the first .open of such a connection kills
+ * the connections recorded at grow time.
+ *
+ * Recording: the client sockets of this process are its sockets that do
+ * not listen (SO_ACCEPTCONN 0) and whose local address is a listening
+ * socket's (accepted from it); our own connections to the store have
+ * ephemeral local addresses.  fd and inode are kept, so a closed and
+ * reused fd number is never touched.
+ *
+ * Killing: shutdown (SHUT_RD), not close (the fd is nbdkit's) and not
+ * SHUT_RDWR: nbdkit's reading thread sees end of input and ends the
+ * connection after the replies of the requests it is serving; for a Unix
+ * socket the peer's next send fails at once (EPIPE), and the kernel's
+ * driver marks that socket dead and sends the request again on the
+ * replacement.  What tests/nbd-replace-check.c measured under a client
+ * that writes without pause, with nbdkit 1.32: over a Unix socket every
+ * write sent was answered in most runs, but nbdkit answers ESHUTDOWN
+ * (EIO for the kernel) to a request one of its threads read in the
+ * instant another read the end of input (2 of 200, once); over TCP
+ * requests not yet read are never answered (the driver retries them
+ * after its request timeout) and nbdkit 1.32 can abort in
+ * raw_send_socket when the client closes while replies are still being
+ * sent.  SHUT_RDWR was no better: requests answered by nobody on Unix
+ * sockets too, and the same abort over TCP.  So the client should make
+ * the old connections idle first: s3chunk-nbd-resize freezes the
+ * device's filesystems while it replaces them.
+ */
+#define S3CHUNK_REPLACE_EXPORT "s3chunk:replace-stale"
+
+struct stale_sock {
+  int fd;
+  dev_t dev;
+  ino_t ino;
+};
+static pthread_mutex_t stale_lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t replaced_closing;         /* closes not to warn about */
+static struct stale_sock *stale;
+static size_t nstale;
+
+static bool
+same_listener (const struct sockaddr_storage *l, socklen_t llen,
+               const struct sockaddr_storage *c, socklen_t clen)
+{
+  if (l->ss_family != c->ss_family)
+    return false;
+  switch (l->ss_family) {
+  case AF_UNIX:
+    return llen == clen && memcmp (l, c, llen) == 0 &&
+      llen > offsetof (struct sockaddr_un, sun_path);
+  case AF_INET: {
+    const struct sockaddr_in *a = (const void *) l, *b = (const void *) c;
+    return a->sin_port == b->sin_port &&
+      (a->sin_addr.s_addr == htonl (INADDR_ANY) ||
+       a->sin_addr.s_addr == b->sin_addr.s_addr);
+  }
+  case AF_INET6: {
+    const struct sockaddr_in6 *a = (const void *) l, *b = (const void *) c;
+    return a->sin6_port == b->sin6_port &&
+      (IN6_IS_ADDR_UNSPECIFIED (&a->sin6_addr) ||
+       memcmp (&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr) == 0);
+  }
+  default:
+    return false;
+  }
+}
+
+static void
+record_client_sockets (void)
+{
+  struct sock { int fd; bool listening; struct stat st;
+                struct sockaddr_storage addr; socklen_t len; };
+  CLEANUP_FREE struct sock *s = NULL;
+  size_t n = 0, cap = 0, i, j, found = 0;
+  struct stale_sock *rec;
+  struct dirent *d;
+  DIR *dir = opendir ("/proc/self/fd");
+
+  if (dir == NULL) {
+    nbdkit_error ("grow: cannot list /proc/self/fd (%m): old connections "
+                  "cannot be replaced; reconnect the clients");
+    return;
+  }
+  while ((d = readdir (dir)) != NULL) {
+    struct sock x = { .len = sizeof x.addr };
+    int on = 0;
+    socklen_t olen = sizeof on;
+    char *end;
+
+    x.fd = strtol (d->d_name, &end, 10);
+    if (*end || end == d->d_name || x.fd == dirfd (dir))
+      continue;
+    if (fstat (x.fd, &x.st) < 0 || !S_ISSOCK (x.st.st_mode) ||
+        getsockopt (x.fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) < 0 ||
+        getsockname (x.fd, (struct sockaddr *) &x.addr, &x.len) < 0)
+      continue;
+    x.listening = on;
+    if (n == cap) {
+      struct sock *t = realloc (s, (cap = cap ? 2 * cap : 16) * sizeof *s);
+      if (t == NULL)
+        break;
+      s = t;
+    }
+    s[n++] = x;
+  }
+  closedir (dir);
+  rec = calloc (n ? n : 1, sizeof *rec);
+  if (rec == NULL)
+    return;
+  for (i = 0; i < n; ++i) {
+    if (s[i].listening)
+      continue;
+    for (j = 0; j < n; ++j)
+      if (s[j].listening &&
+          same_listener (&s[j].addr, s[j].len, &s[i].addr, s[i].len)) {
+        rec[found++] = (struct stale_sock) { s[i].fd, s[i].st.st_dev,
+                                             s[i].st.st_ino };
+        break;
+      }
+  }
+  pthread_mutex_lock (&stale_lock);
+  free (stale);
+  stale = rec;
+  nstale = found;
+  pthread_mutex_unlock (&stale_lock);
+  nbdkit_debug ("grow: %zu client connection(s) have the old size: a "
+                "connection to export \"%s\" ends them", found,
+                S3CHUNK_REPLACE_EXPORT);
+}
+
+/* Shut the recorded connections down (once). */
+static void
+replace_stale (void)
+{
+  size_t i, done = 0;
+
+  pthread_mutex_lock (&stale_lock);
+  for (i = 0; i < nstale; ++i) {
+    struct stat st;
+
+    if (fstat (stale[i].fd, &st) == 0 && S_ISSOCK (st.st_mode) &&
+        st.st_dev == stale[i].dev && st.st_ino == stale[i].ino &&
+        shutdown (stale[i].fd, SHUT_RD) == 0)
+      done++;
+  }
+  nbdkit_debug ("grow: export \"%s\": %zu of %zu connection(s) with the old "
+                "size shut down", S3CHUNK_REPLACE_EXPORT, done, nstale);
+  /* Their unflushed writes are not a wrong stop order: the client goes
+   * on on the new connections (one cache, multi-conn).
+   */
+  __atomic_add_fetch (&replaced_closing, done, __ATOMIC_SEQ_CST);
+  nstale = 0;
+  pthread_mutex_unlock (&stale_lock);
+}
+
 /* Open everything before nbdkit accepts a connection or forks, so errors
  * reach the user's terminal and nbdkit exits with them.
  */
@@ -763,6 +1157,10 @@ s3chunk_after_fork (void)
 {
   /* Memory locks are not inherited across fork: lock the keys again. */
   crypt_relock ();
+  if (grow_start () < 0) {
+    volume_lock_drop ();
+    return -1;
+  }
   if (vlock && lock_start (vlock, fence_cache, cache) < 0) {
     volume_lock_drop ();
     return -1;
@@ -791,6 +1189,7 @@ static void
 s3chunk_cleanup (void)
 {
   status_end ();
+  grow_end ();
   if (__atomic_load_n (&open_conns, __ATOMIC_SEQ_CST) > 0)
     warn_unflushed ("nbdkit was stopped while a client was connected");
   if (cache) {
@@ -828,7 +1227,14 @@ s3chunk_cleanup (void)
 static void *
 s3chunk_open (int readonly)
 {
+  const char *name = nbdkit_export_name ();
+
   __atomic_add_fetch (&open_conns, 1, __ATOMIC_SEQ_CST);
+  /* The export name is ignored, except the one that replaces connections
+   * with the size from before an online grow (see replace_stale).
+   */
+  if (name && strcmp (name, S3CHUNK_REPLACE_EXPORT) == 0)
+    replace_stale ();
   return NBDKIT_HANDLE_NOT_NEEDED;
 }
 
@@ -856,7 +1262,17 @@ static void
 warn_unflushed (const char *who)
 {
   uint64_t w = __atomic_load_n (&write_seq, __ATOMIC_SEQ_CST);
+  size_t rc = __atomic_load_n (&replaced_closing, __ATOMIC_SEQ_CST);
 
+  /* A connection replace_stale ended (as far as we can tell: the next
+   * closes after it): not worth the warning below.
+   */
+  while (rc > 0 &&
+         !__atomic_compare_exchange_n (&replaced_closing, &rc, rc - 1, false,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+    ;
+  if (rc > 0)
+    return;
   if (w > __atomic_load_n (&flushed_seq, __ATOMIC_SEQ_CST) &&
       !__atomic_exchange_n (&closed_unflushed, true, __ATOMIC_SEQ_CST))
     nbdkit_error ("warning: %s with writes it had not flushed (was nbdkit "
@@ -876,7 +1292,8 @@ s3chunk_close (void *handle)
 static int64_t
 s3chunk_get_size (void *handle)
 {
-  return volume->size;
+  /* The size now; nbdkit keeps what a connection's handshake got. */
+  return __atomic_load_n (&served_size, __ATOMIC_ACQUIRE);
 }
 
 /* Any alignment works (the cache does read-modify-write), but whole chunks

@@ -319,3 +319,25 @@ vm_make_tree ()
 # The guest's record of a tree's metadata (busybox stat): type, mode,
 # links, owner, size, mtime, name; symlink targets.
 VM_META='find . | sort | while read -r f; do stat -c "%F %a %h %u:%g %s %Y %n" "$f"; [ ! -L "$f" ] || echo "-> $(readlink "$f")"; done'
+
+# vm_nbd_add_ports DEV N SOCK: N more connections to the nbdkit serving
+# SOCK for DEV, after it is attached: N new ports (registered as DEV.add,
+# so vm_ports_remove DEV.add removes them) bridged in the guest to
+# /run/DEV.add.sock, for a program that opens connections of its own
+# (s3chunk-nbd-resize).  Add them only when the connections may start:
+# qemu connects each port to nbdkit at once.
+vm_nbd_add_ports ()
+{
+    local dev=$1 conns=$2 sock=$3 names=() n i
+    vm_ports_remove "$dev.add"
+    for (( i = 0; i < conns; ++i )); do
+        n=$((++_vm_port_seq))
+        _vm_qmp '{"execute":"chardev-add","arguments":{"id":"nbdc'$n'","backend":{"type":"socket","data":{"addr":{"type":"unix","data":{"path":"'"$sock"'"}},"server":false}}}}' >/dev/null ||
+            fail "chardev-add for $sock"
+        _vm_qmp '{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","chardev":"nbdc'$n'","name":"s3chunk.nbd.'$n'","id":"nbdp'$n'"}}' >/dev/null ||
+            fail "device_add of port $n"
+        names+=("s3chunk.nbd.$n")
+        _vm_ports[$dev.add]="${_vm_ports[$dev.add]:-} $n"
+    done
+    vm_run "nbd-bridge /run/$dev.add.sock ${names[*]}"
+}

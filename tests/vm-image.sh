@@ -157,7 +157,10 @@ build ()
     exec 9>"$out/.lock"
     flock 9
     fetch "$dir"
-    stamp=$( { cat "$dir/wanted"; sha256sum "$top/tests/vm-image.sh" "$top/tests/vm-init" | cut -d' ' -f1; } | sha256sum | cut -d' ' -f1)
+    # s3chunk-nbd-resize, from the build tree, if built (test-vm-grow.sh).
+    local resize=$out/../../tools/s3chunk-nbd-resize
+    [ -x "$resize" ] || resize=
+    stamp=$( { cat "$dir/wanted"; sha256sum "$top/tests/vm-image.sh" "$top/tests/vm-init" $resize | cut -d' ' -f1; } | sha256sum | cut -d' ' -f1)
     if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] &&
        [ -s "$out/vmlinuz" ] && [ -s "$out/initrd" ]; then
         return 0
@@ -188,6 +191,10 @@ build ()
     # Libraries: the NEEDED closure of the programs, from the packages.
     local todo=() seen=" " path
     for f in "${programs[@]}"; do todo+=($(needed "$r/$f")); done
+    if [ -n "$resize" ]; then
+        cp "$resize" "$r/sbin/s3chunk-nbd-resize"
+        todo+=($(needed "$resize"))
+    fi
     todo+=("${extra_libs[@]}")
     while [ ${#todo[@]} -gt 0 ]; do
         lib=${todo[0]}

@@ -1,10 +1,11 @@
 /* s3chunk create, grow, unlock and destroy: the commands that write.
  *
  * grow and destroy take the volume lock themselves (as the plugin does),
- * so no nbdkit can start on the volume while they write, and they refuse a
- * volume whose lock is fresh: a running nbdkit would keep serving the old
- * size, or keep writing chunks of a volume being deleted.  A stale lock
- * (its holder crashed) does not stop them: they take it over.
+ * so no nbdkit can start on the volume while they write.  destroy refuses
+ * a volume whose lock is fresh (a running nbdkit would keep writing
+ * chunks of a volume being deleted); grow asks the holder to grow the
+ * volume instead (grow_online).  A stale lock (its holder crashed) does
+ * not stop them: they take it over.
  */
 #include <config.h>
 
@@ -13,8 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "growreq.h"
 #include "params.h"
 #include "progress.h"
 #include "s3chunk.h"
@@ -71,13 +75,17 @@ const char grow_usage[] =
   "Usage: s3chunk grow STORE-PARAMETER... SIZE\n"
   "       s3chunk grow STORE-PARAMETER... size=SIZE\n"
   "\n"
-  "Grow a volume that no nbdkit is serving to SIZE (it never shrinks).\n"
-  "Refused while the volume's lock is fresh: to grow a running volume,\n"
-  "restart its nbdkit with a larger size= instead (the plugin grows it\n"
-  "under its own lock).  A stale lock (a crashed nbdkit) is taken over.\n"
-  "Then grow the filesystem: resize2fs (ext4) or xfs_growfs (xfs).\n"
+  "Grow a volume to SIZE (it never shrinks).  A volume no nbdkit serves\n"
+  "is grown under the volume lock (a stale lock is taken over).  A served\n"
+  "volume (its lock is fresh) is grown by its nbdkit: this leaves a\n"
+  "request in the store and waits until the superblock says SIZE, or the\n"
+  "plugin refuses (the reason is printed).  New connections then get the\n"
+  "new size; for /dev/nbdX run s3chunk-nbd-resize on the client.  Then\n"
+  "grow the filesystem: resize2fs (ext4) or xfs_growfs (xfs).\n"
   "\n"
   "Options:\n"
+  "  --wait=SECS      How long to wait for a serving nbdkit (default two\n"
+  "                   of its lock leases plus 10 s).\n"
   "  -v, --verbose    More messages.\n"
   "  -h, --help       This help.\n";
 
@@ -348,13 +356,174 @@ grow_word (const char *word)
   return parse_volume_size ("", word, &grow_size);
 }
 
+static double
+mono_now (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Grow a volume that a plugin serves (its lock is fresh): leave a request
+ * for it (docs/FORMAT.md, "Online grow") and wait until its superblock
+ * says the new size, or the plugin's answer refuses, or wait_secs pass.
+ * Success only when the superblock says so.
+ */
+static int
+grow_online (struct cs_volume *v, const struct lock_holder *h,
+             double wait_secs, const char *id)
+{
+  struct growreq rq = { .size = grow_size, .requested_at = time (NULL) };
+  char text[GROWREQ_MAX_SIZE], s1[32], s2[32];
+  uint8_t rnd[16];
+  struct cs_buf b = CS_BUF_INIT;
+  double t0 = mono_now (), last_line = t0, last_lock = t0;
+  const char *gone = NULL;
+  bool sent = false, other_seen = false;
+  int n, r, status = EXIT_FAIL;
+
+  if (getrandom (rnd, sizeof rnd, 0) != sizeof rnd) {
+    tool_error ("getrandom: %s", strerror (errno));
+    return EXIT_FAIL;
+  }
+  for (int i = 0; i < 16; ++i)
+    snprintf (rq.id + 2 * i, 3, "%02x", rnd[i]);
+  if (gethostname (rq.host, sizeof rq.host - 1) < 0)
+    strcpy (rq.host, "unknown");
+  for (char *p = rq.host; *p; ++p)
+    if (*p < 0x21 || *p > 0x7e)
+      *p = '_';
+  n = growreq_format (&rq, text, sizeof text);
+  if (n < 0)
+    return EXIT_FAIL;
+  params_format_size (v->size, s1, sizeof s1);
+  params_format_size (grow_size, s2, sizeof s2);
+  fprintf (stderr, "s3chunk grow: volume %s is served by %s (pid %" PRId64
+           "): asking it to grow from %s to %s (its lock renewals look for "
+           "the request every %u s)\n", id, h->host, h->pid, s1, s2,
+           h->lease / 3 ? h->lease / 3 : 1);
+
+  for (;;) {
+    double now = mono_now ();
+    struct cs_volume sb;
+    struct growans a;
+
+    /* Send the request (create-only: one request at a time). */
+    if (!sent) {
+      r = objstore_put_if (tool_os, GROWREQ_KEY, text, n, NULL, NULL);
+      if (r == -ENOTSUP) {      /* no create-only write: check, then put */
+        r = objstore_get (tool_os, GROWREQ_KEY, GROWREQ_MAX_SIZE, &b, NULL);
+        r = r == 0 ? -EEXIST : r == -ENOENT
+          ? objstore_put (tool_os, GROWREQ_KEY, text, n, NULL) : r;
+      }
+      if (r == 0 || r == -ETIMEDOUT)
+        sent = true;            /* a lost answer: the wait below settles it */
+      else if (r == -EEXIST) {
+        if (!other_seen)
+          fprintf (stderr, "s3chunk grow: another grow request is pending "
+                   "(%s): waiting until it is answered\n", GROWREQ_KEY);
+        other_seen = true;
+      }
+      else {
+        tool_error ("writing %s failed: %s: nothing was asked; try again",
+                    GROWREQ_KEY, strerror (-r));
+        goto out;
+      }
+    }
+    if (sent) {
+      /* The superblock decides. */
+      memset (&sb, 0, sizeof sb);
+      if (objstore_get (tool_os, CS_SUPERBLOCK_KEY, 4096, &b, NULL) == 0 &&
+          cs_superblock_parse (CS_SUPERBLOCK_KEY, b.data, b.len, &sb) == 0 &&
+          memcmp (sb.volume_id, v->volume_id, sizeof sb.volume_id) == 0 &&
+          sb.size >= grow_size) {
+        crypt_free (sb.crypt);
+        printf ("grew volume %s from %s to %s online: %s (pid %" PRId64 ") "
+                "serves the new size to new connections; connections opened "
+                "before keep the old size.\n"
+                "Next, on the client: s3chunk-nbd-resize DEVICE ... (for "
+                "/dev/nbdX; see s3chunk-nbd-resize(1)), then resize2fs "
+                "DEVICE (ext4) or xfs_growfs MOUNTPOINT (xfs)\n", id, s1,
+                params_format_size (sb.size, s2, sizeof s2), h->host, h->pid);
+        status = EXIT_OK;
+        goto out;
+      }
+      crypt_free (sb.crypt);
+      if (objstore_get (tool_os, GROWANS_KEY, GROWREQ_MAX_SIZE, &b,
+                        NULL) == 0 &&
+          growans_parse (b.data, b.len, &a) == 0 &&
+          strcmp (a.id, rq.id) == 0 && a.refused) {
+        tool_error ("the serving nbdkit refused to grow the volume: %s",
+                    a.reason);
+        goto out;
+      }
+    }
+    if (now - t0 >= wait_secs)
+      break;
+    /* A holder that stopped or died will never answer: say so as soon as
+     * its lock says so (released, stale or someone else's).
+     */
+    if (sent && now - last_lock >= 2) {
+      struct lock_holder h2;
+      int64_t age2;
+      bool fresh2;
+
+      last_lock = now;
+      r = lock_read (tool_os, &h2, &age2, &fresh2);
+      if (r == -ENOENT || (r == 0 && (!fresh2 ||
+                                      strcmp (h2.owner, h->owner) != 0))) {
+        gone = r == -ENOENT ? "released its lock"
+          : !fresh2 ? "stopped renewing its lock (it is stale now)"
+          : "lost its lock to another instance";
+        break;
+      }
+    }
+    if (now - last_line >= 5) {
+      fprintf (stderr, "s3chunk grow: waiting for the serving nbdkit to "
+               "apply the request: %.0f s of %.0f s\n", now - t0, wait_secs);
+      last_line = now;
+    }
+    usleep (500 * 1000);
+  }
+
+  /* Withdraw our request if it is still there and ours.  (A plugin that
+   * read it just before may still apply it: growing is never harmful,
+   * and 's3chunk info' shows the size.)
+   */
+  if (sent &&
+      objstore_get (tool_os, GROWREQ_KEY, GROWREQ_MAX_SIZE, &b, NULL) == 0 &&
+      b.len == (size_t) n && memcmp (b.data, text, n) == 0)
+    objstore_del (tool_os, GROWREQ_KEY);
+  if (gone) {
+    tool_error ("the nbdkit that served the volume (%s, pid %" PRId64 ") %s "
+                "before it applied the request: the volume was not grown; "
+                "run 's3chunk grow' again (on a volume nobody serves it "
+                "grows the superblock itself)", h->host, h->pid, gone);
+    goto out;
+  }
+  tool_error ("the serving nbdkit (%s, pid %" PRId64 ") did not apply the "
+              "request within %.0f s%s: the volume was not grown (if it "
+              "applies it late, 's3chunk info' shows the new size).  Is it "
+              "a release without online grow, or started with lock=none? "
+              "Then restart it with size=%s",
+              h->host, h->pid, wait_secs,
+              other_seen && !sent ? " (another request stayed pending)" : "",
+              grow_text);
+ out:
+  cs_buf_free (&b);
+  return status;
+}
+
 int
 cmd_grow (int argc, char **argv)
 {
   static const struct option longopts[] = {
+    { "wait", required_argument, NULL, 'w' },
     TOOL_COMMON_LONGOPTS,
     { NULL, 0, NULL, 0 }
   };
+  double wait_secs = -1;
   struct lock_params lp = {
     .lease = TOOL_LEASE, .version = PACKAGE_VERSION,
   };
@@ -363,14 +532,21 @@ cmd_grow (int argc, char **argv)
   struct lock_holder h;
   int64_t age;
   bool fresh;
-  char id[33], s1[32], s2[32], advice[512];
+  char id[33], s1[32], s2[32];
   uint64_t old;
   int c, r, status = EXIT_FAIL;
 
   opterr = 0;
-  while ((c = getopt_long (argc, argv, TOOL_COMMON_SHORTOPTS, longopts,
+  while ((c = getopt_long (argc, argv, TOOL_COMMON_SHORTOPTS "w:", longopts,
                            NULL)) != -1) {
     switch (c) {
+    case 'w':
+      if (params_parse_seconds (optarg, &wait_secs) < 0 || wait_secs < 1 ||
+          wait_secs > 86400) {
+        tool_error ("--wait=%s: expected seconds from 1 to 86400", optarg);
+        return EXIT_USAGE;
+      }
+      break;
     TOOL_COMMON_CASES (grow_usage, argv);
     }
   }
@@ -401,12 +577,13 @@ cmd_grow (int argc, char **argv)
 
   r = lock_read (tool_os, &h, &age, &fresh);
   if (r == 0 && fresh) {
-    snprintf (advice, sizeof advice,
-              "to grow a running volume, restart its nbdkit with "
-              "size=%s (it grows the volume under its own lock), "
-              "then grow the filesystem; if that nbdkit is gone, wait until "
-              "its lease has run out or run 's3chunk unlock'", grow_text);
-    refuse_locked (&h, age, advice);
+    /* Served: the holder renews every lease/3 and looks for the request
+     * then; two lease periods leave room for a slow renewal and the
+     * superblock write.
+     */
+    if (wait_secs < 0)
+      wait_secs = 2.0 * h.lease + 10;
+    status = grow_online (v, &h, wait_secs, id);
     goto out;
   }
   if (r < 0 && r != -ENOENT && r != -EIO)
@@ -682,6 +859,11 @@ cmd_destroy (int argc, char **argv)
   /* The lock, then the superblock last: until it goes, 'destroy' can be
    * run again to finish.
    */
+  /* An online grow's answer and a request nobody served (the lock is
+   * ours: no nbdkit reads them now).  A missing one is fine.
+   */
+  objstore_del (tool_os, GROWREQ_KEY);
+  objstore_del (tool_os, GROWANS_KEY);
   objstore_set_fence (tool_os, NULL);
   r = lock_release_delete (l);
   l = NULL;

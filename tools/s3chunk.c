@@ -425,7 +425,7 @@ static const struct command {
 } commands[] = {
   { "create", cmd_create, "Create a volume (size=SIZE, chunk size, compression)." },
   { "info", cmd_info, "Geometry, lock holder, objects and space used." },
-  { "grow", cmd_grow, "Grow a volume that no nbdkit is serving." },
+  { "grow", cmd_grow, "Grow a volume (a served one by its nbdkit)." },
   { "fsck", cmd_fsck, "Read and check every object (reports, never repairs)." },
   { "unlock", cmd_unlock, "Remove the lock left by a crashed nbdkit." },
   { "destroy", cmd_destroy, "Delete every object of a volume." },

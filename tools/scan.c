@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "growreq.h"
 #include "s3chunk.h"
 
 /* The directory store's temporary files ("NAME.tmp-<hex>", objstore-dir.c)
@@ -85,6 +86,9 @@ list_one (void *opaque, const char *key, uint64_t size)
     s->lock = true;
     return 0;
   }
+  /* The online grow's request (while pending) and last answer. */
+  if (strcmp (key, GROWREQ_KEY) == 0 || strcmp (key, GROWANS_KEY) == 0)
+    return 0;
   if (cs_chunk_key_parse (key, &idx)) {
     if (idx < s->volume_chunks)
       return add_chunk (s, idx, size);
