@@ -80,8 +80,9 @@ for fstype in ${VM_GROW_FS:-ext4 xfs}; do
     [ "$(cat "$tmp/resize.rc" 2>/dev/null)" = 0 ] || fail "s3chunk-nbd-resize failed"
     # sysfs, not blockdev: opening the device rescans it (see below).
     vm_ok "[ \$((\$(cat /sys/block/nbd0/size) * 512)) -eq $new ]" || fail "the device did not grow"
-    vm_run "dmesg | grep -E 'nbd0|I/O error|EXT4|XFS' | tail -n 8" || true
-    ! grep -q "I/O error" "$tmp/.vm/$_vm_seq.out" || fail "the guest saw I/O errors"
+    vm_run "dmesg | grep -E 'nbd0|I/O error|EXT4|XFS' | tail -n 8" > "$tmp/dmesg.out" || true
+    cat "$tmp/dmesg.out"
+    ! grep -q "I/O error" "$tmp/dmesg.out" || fail "the guest saw I/O errors"
 
     check "$grow on the mounted filesystem, then a file into the new space"
     vm_ok "$grow"

@@ -331,7 +331,7 @@ vm_nbd_add_ports ()
     local dev=$1 conns=$2 sock=$3 names=() n i
     vm_ports_remove "$dev.add"
     for (( i = 0; i < conns; ++i )); do
-        n=$((++_vm_port_seq))
+        n=$(_vm_next port-seq)
         _vm_qmp '{"execute":"chardev-add","arguments":{"id":"nbdc'$n'","backend":{"type":"socket","data":{"addr":{"type":"unix","data":{"path":"'"$sock"'"}},"server":false}}}}' >/dev/null ||
             fail "chardev-add for $sock"
         _vm_qmp '{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","chardev":"nbdc'$n'","name":"s3chunk.nbd.'$n'","id":"nbdp'$n'"}}' >/dev/null ||
