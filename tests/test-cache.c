@@ -351,6 +351,242 @@ test_readahead (void)
   CHECK_EQ (stop (), 0);
 }
 
+/* ------------------------------------------------------------ read-ahead
+ * What was queued or fetched ahead is seen through cache_has_chunk and
+ * the read-ahead counters (set synchronously by the read that queues), and
+ * GETs through the directory store's request counters: no timing.
+ */
+
+static void make_absent (uint64_t idx);
+
+/* Give chunks first..first+n-1 new random bytes, in the store. */
+static void
+store_chunks (uint64_t first, uint64_t n)
+{
+  start (16 << 20, 2, 0);
+  write_shadow (first * CHUNK, n * CHUNK, false);
+  CHECK_EQ (stop (), 0);
+}
+
+/* Read len bytes at off of chunk idx and check them against the shadow. */
+static void
+read_piece (uint64_t idx, uint32_t off, uint32_t len)
+{
+  CHECK_EQ (cache_pread (cache, buf, len, idx * CHUNK + off), 0);
+  CHECK (memcmp (buf, shadow + idx * CHUNK + off, len) == 0);
+}
+
+static void
+read_chunk (uint64_t idx)
+{
+  read_piece (idx, 0, CHUNK);
+}
+
+/* Two sequential readers interleaved, with metadata-like small reads
+ * elsewhere in between (what ext4 does, or two files read at once): both
+ * streams get read-ahead.  A single "last chunk read" breaks on this.
+ */
+static void
+test_ra_two_streams (void)
+{
+  struct cache_stats st;
+
+  store_chunks (0, NCHUNKS);
+  readahead = 8;
+  start (16 << 20, 4, 0);               /* cap: 2 per worker = 8 */
+  for (uint64_t i = 0; i < 3; ++i) {
+    read_chunk (i);
+    read_piece (60, 4096 * i, 4096);
+    read_chunk (32 + i);
+    read_piece (50 - 2 * i, 8192, 512);
+  }
+  /* Sequential since their second chunk: window 4, then 5. */
+  CHECK (cache_has_chunk (cache, 2 + 5));
+  CHECK (cache_has_chunk (cache, 34 + 5));
+  cache_get_stats (cache, &st);
+  CHECK_EQ (st.readahead, 2 * 6);       /* 2..7 and 34..39 */
+  CHECK_EQ (stop (), 0);
+  readahead = 4;
+}
+
+/* The window starts small and grows with every chunk the stream moves
+ * on, up to the cap, and never past the end of the volume.
+ */
+static void
+test_ra_window_grows (void)
+{
+  struct objstore_stats s0, s1;
+  struct cache_stats st;
+  uint64_t i;
+
+  readahead = 32;
+  start (16 << 20, 16, 0);              /* cap: readahead = 32 */
+  objstore_get_stats (inner, &s0);
+  read_chunk (0);
+  read_chunk (1);
+  CHECK (cache_has_chunk (cache, 1 + 4));
+  CHECK (!cache_has_chunk (cache, 1 + 5));
+  for (i = 2; i <= 13; ++i)
+    read_chunk (i);
+  /* 4 + 12 chunks moved. */
+  CHECK (cache_has_chunk (cache, 13 + 16));
+  CHECK (!cache_has_chunk (cache, 13 + 17));
+  cache_get_stats (cache, &st);
+  CHECK_EQ (st.readahead, 13 + 16 - 1);
+  for (; i <= 29; ++i)
+    read_chunk (i);
+  /* 4 + 28 = 32: the cap. */
+  CHECK (cache_has_chunk (cache, 29 + 32));
+  CHECK (!cache_has_chunk (cache, 29 + 33));
+  read_chunk (30);
+  CHECK (cache_has_chunk (cache, 30 + 32));
+  CHECK (!cache_has_chunk (cache, 30 + 33));
+  for (; i < NCHUNKS; ++i)
+    read_chunk (i);
+  cache_get_stats (cache, &st);
+  CHECK_EQ (st.readahead, NCHUNKS - 2);
+  CHECK_EQ (stop (), 0);
+  /* Every chunk was fetched once, nothing beyond the end. */
+  objstore_get_stats (inner, &s1);
+  CHECK (s1.gets - s0.gets <= NCHUNKS);
+  readahead = 4;
+}
+
+/* Random small reads, some of them twice in one chunk (metadata), after a
+ * sequential stream: the stream is pushed out of the table and nothing
+ * random gets read-ahead.
+ */
+static void
+test_ra_random (void)
+{
+  struct cache_stats st0, st1;
+  uint64_t recent[24] = { 0 };
+  unsigned nrecent = 0;
+
+  readahead = 8;
+  start (16 << 20, 4, 0);
+  for (uint64_t i = 0; i < 6; ++i)
+    read_chunk (i);
+  cache_get_stats (cache, &st0);
+  CHECK (st0.readahead > 0);
+  for (unsigned n = 0; n < 60; ++n) {
+    uint64_t r;
+    bool near;
+
+    /* Far from the stream, and never the chunk right after a recent one
+     * (that would be a sequential read).
+     */
+    do {
+      r = 16 + rnd () % (NCHUNKS - 16);
+      near = false;
+      for (unsigned k = 0; k < nrecent && k < 24; ++k)
+        near |= r == recent[k] + 1;
+    } while (near);
+    recent[nrecent++ % 24] = r;
+    read_piece (r, rnd () % (CHUNK - 4096), 4096);
+    if (n % 2)
+      read_piece (r, rnd () % (CHUNK - 512), 512);
+  }
+  /* The old stream is gone: going on with it starts afresh. */
+  read_chunk (6);
+  cache_get_stats (cache, &st1);
+  CHECK_EQ (st1.readahead, st0.readahead);
+  CHECK_EQ (stop (), 0);
+  readahead = 4;
+}
+
+/* A stream pushed out of the table takes its queued read-ahead with it:
+ * no GET for chunks nobody reads any more, and their buffers come back.
+ */
+static void
+test_ra_dropped_stream_cancels (void)
+{
+  struct cache_stats st;
+  char key[32];
+
+  readahead = 8;
+  start (16 << 20, 1, 0);               /* cap: 2 per worker = 2 */
+  cs_chunk_key (2, key, sizeof key);
+  objstore_fault_set (os, FAULT_OP_GET, FAULT_STALL, 0, 0, 1);
+  objstore_fault_only_key (os, key);
+  read_chunk (0);
+  read_chunk (1);                       /* queues 2 and 3 */
+  wait_stalled (1);                     /* the worker is stuck on 2 */
+  CHECK (cache_has_chunk (cache, 3));
+  for (uint64_t i = 0; i < 20; ++i)
+    read_piece (20 + 2 * i, 100, 100);
+  CHECK (!cache_has_chunk (cache, 3));
+  cache_get_stats (cache, &st);
+  CHECK_EQ (st.ra_cancelled, 1);
+  objstore_fault_release (os);
+  read_chunk (2);
+  read_chunk (3);
+  CHECK_EQ (stop (), 0);
+  readahead = 4;
+}
+
+/* Read-ahead skips chunks the map says are holes (no GET) and goes on
+ * after them, up to the end of the volume and no further.
+ */
+static void
+test_ra_holes_and_end (void)
+{
+  struct objstore_stats s0, s1;
+
+  readahead = 8;
+  start (16 << 20, 4, 0);
+  make_absent (60);
+  make_absent (61);
+  CHECK_EQ (stop (), 0);
+
+  start (16 << 20, 4, 0);
+  objstore_get_stats (inner, &s0);
+  for (uint64_t i = 54; i <= 57; ++i)
+    read_chunk (i);                     /* at 57: window 6, to 63 */
+  CHECK (cache_has_chunk (cache, 59));
+  CHECK (!cache_has_chunk (cache, 60) && !cache_has_chunk (cache, 61));
+  CHECK (cache_has_chunk (cache, 62) && cache_has_chunk (cache, 63));
+  CHECK_EQ (cache_pread (cache, buf, 10 * CHUNK, 54 * CHUNK), 0);
+  CHECK (memcmp (buf, shadow + 54 * CHUNK, 10 * CHUNK) == 0);
+  CHECK_EQ (stop (), 0);
+  objstore_get_stats (inner, &s1);
+  CHECK (s1.gets - s0.gets <= 8);       /* 54..59, 62, 63 */
+  readahead = 4;
+}
+
+/* Under memory pressure (a tiny cache full of dirty and in-flight chunks
+ * whose uploads hang) sequential reads still return the right bytes and
+ * read-ahead evicts nothing dirty: every write reaches the store.
+ */
+static void
+test_ra_pressure_keeps_dirty (void)
+{
+  struct cache_stats st0, st1;
+
+  readahead = 8;
+  start (1, 2, 3600);                   /* 6 chunks */
+  objstore_fault_set (os, FAULT_OP_PUT, FAULT_STALL, 0, 0, UINT32_MAX);
+  write_shadow (20 * CHUNK, CHUNK, false);      /* whole: uploads, hangs */
+  write_shadow (21 * CHUNK + 9, 100, false);    /* dirty, waits */
+  write_shadow (22 * CHUNK + 7, 100, false);
+  wait_stalled (1);
+  cache_get_stats (cache, &st0);
+  for (uint64_t i = 0; i < 16; ++i)
+    read_chunk (i);
+  for (uint64_t i = 20; i < 23; ++i)
+    read_chunk (i);
+  cache_get_stats (cache, &st1);
+  CHECK_EQ (st1.dirty_bytes, st0.dirty_bytes);
+  CHECK (st1.mem_bytes <= 6 * CHUNK);
+  objstore_fault_release (os);
+  objstore_fault_set (os, 0, FAULT_NONE, 0, 0, 0);
+  objstore_fault_release (os);
+  CHECK_EQ (cache_flush (cache), 0);
+  CHECK_EQ (stop (), 0);
+  verify_store ("read-ahead under memory pressure");
+  readahead = 4;
+}
+
 /* A partial zero of a never-stored chunk, then a zero of everything (what
  * mkfs's discard does), with uploads delayed so both meet in the cache.
  */
@@ -827,6 +1063,12 @@ main (void)
   test_zero_deletes ();
   test_zero_twice ();
   test_readahead ();
+  test_ra_two_streams ();
+  test_ra_window_grows ();
+  test_ra_random ();
+  test_ra_dropped_stream_cancels ();
+  test_ra_holes_and_end ();
+  test_ra_pressure_keeps_dirty ();
   test_corrupt_reads ();
   test_failed_readahead ();
   test_failed_state ();
