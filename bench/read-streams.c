@@ -5,11 +5,17 @@
  * its 64-bit words) so that two runs can be compared.
  *
  *   read-streams SOCKET NSTREAMS [REQ]        (REQ default 256K)
+ *   read-streams SOCKET NSTREAMS REQ interleave
+ *
+ * With "interleave" one thread on one connection takes the N readers'
+ * requests in turn, one request at a time: two files copied by one
+ * process, or a filesystem's metadata reads between the data of a file.
  *
  * Build: gcc -O2 -o read-streams read-streams.c -lnbd -lpthread
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +63,47 @@ run (void *arg)
   return NULL;
 }
 
+/* The interleaved reader's one connection. */
+static struct nbd_handle *one_h;
+static char *one_buf;
+
+static int
+read_range (struct stream *s)
+{
+  uint64_t n = s->to - s->from;
+
+  if (one_h == NULL) {
+    one_h = nbd_create ();
+    one_buf = malloc (s->req);
+    if (one_h == NULL || one_buf == NULL ||
+        nbd_connect_unix (one_h, s->sock) == -1) {
+      fprintf (stderr, "read-streams: connect: %s\n", nbd_get_error ());
+      return 1;
+    }
+  }
+  if (nbd_pread (one_h, one_buf, n, s->from, 0) == -1) {
+    fprintf (stderr, "read-streams: pread %" PRIu64 ": %s\n", s->from,
+             nbd_get_error ());
+    return 1;
+  }
+  for (uint64_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy (&w, one_buf + i, 8);
+    s->sum += w;
+  }
+  return 0;
+}
+
+static void
+close_one (void)
+{
+  if (one_h) {
+    nbd_shutdown (one_h, 0);
+    nbd_close (one_h);
+  }
+  free (one_buf);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -94,12 +141,37 @@ main (int argc, char **argv)
     s[i].req = req;
     s[i].from = i * part;
     s[i].to = i + 1 == n ? size : (i + 1) * part;
-    pthread_create (&s[i].t, NULL, run, &s[i]);
   }
-  for (i = 0; i < n; ++i) {
-    pthread_join (s[i].t, NULL);
-    err |= s[i].err;
-    sum += s[i].sum;
+  if (argc > 4 && strcmp (argv[4], "interleave") == 0) {
+    /* One stream object per region, run one request at a time in turn. */
+    struct stream one = { .sock = argv[1] };
+    bool more = true;
+
+    while (more && !err) {
+      more = false;
+      for (i = 0; i < n; ++i) {
+        if (s[i].from >= s[i].to)
+          continue;
+        one.req = req;
+        one.from = s[i].from;
+        one.to = s[i].from + req < s[i].to ? s[i].from + req : s[i].to;
+        one.sum = 0;
+        err |= read_range (&one);
+        sum += one.sum;
+        s[i].from = one.to;
+        more = true;
+      }
+    }
+    close_one ();
+  }
+  else {
+    for (i = 0; i < n; ++i)
+      pthread_create (&s[i].t, NULL, run, &s[i]);
+    for (i = 0; i < n; ++i) {
+      pthread_join (s[i].t, NULL);
+      err |= s[i].err;
+      sum += s[i].sum;
+    }
   }
   clock_gettime (CLOCK_MONOTONIC, &t1);
   secs = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
