@@ -61,6 +61,17 @@ stop (void)
   return r;
 }
 
+/* stop, with the store's request counters once every worker ended. */
+static int
+stop_stats (struct objstore_stats *st)
+{
+  int r = cache_close (cache);
+  objstore_get_stats (inner, st);
+  cs_volume_close (vol);
+  objstore_close (os);
+  return r;
+}
+
 /* A fresh cache over the same store must read exactly the shadow. */
 static void
 verify_store (const char *what)
@@ -445,9 +456,8 @@ test_ra_window_grows (void)
     read_chunk (i);
   cache_get_stats (cache, &st);
   CHECK_EQ (st.readahead, NCHUNKS - 2);
-  CHECK_EQ (stop (), 0);
+  CHECK_EQ (stop_stats (&s1), 0);
   /* Every chunk was fetched once, nothing beyond the end. */
-  objstore_get_stats (inner, &s1);
   CHECK (s1.gets - s0.gets <= NCHUNKS);
   readahead = 4;
 }
@@ -548,8 +558,7 @@ test_ra_holes_and_end (void)
   CHECK (cache_has_chunk (cache, 62) && cache_has_chunk (cache, 63));
   CHECK_EQ (cache_pread (cache, buf, 10 * CHUNK, 54 * CHUNK), 0);
   CHECK (memcmp (buf, shadow + 54 * CHUNK, 10 * CHUNK) == 0);
-  CHECK_EQ (stop (), 0);
-  objstore_get_stats (inner, &s1);
+  CHECK_EQ (stop_stats (&s1), 0);
   CHECK (s1.gets - s0.gets <= 8);       /* 54..59, 62, 63 */
   readahead = 4;
 }
@@ -585,6 +594,81 @@ test_ra_pressure_keeps_dirty (void)
   CHECK_EQ (stop (), 0);
   verify_store ("read-ahead under memory pressure");
   readahead = 4;
+}
+
+/* A reader thread for the test below. */
+struct reader {
+  pthread_t t;
+  uint64_t off;
+  uint32_t len;
+  uint8_t *out;
+  volatile int done;
+  int r;
+};
+
+static void *
+reader_thread (void *arg)
+{
+  struct reader *rd = arg;
+
+  rd->r = cache_pread (cache, rd->out, rd->len, rd->off);
+  __atomic_store_n (&rd->done, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+/* A reader that needs a chunk queued for a worker while every read slot
+ * is busy must not take it off the queue to wait for a slot: a worker
+ * that comes free fetches it, and the reader goes on while the slot's own
+ * fetch still hangs.  Workers start late so that the chunk is still
+ * queued when the reader comes.
+ */
+static void
+test_queued_fetch_not_held_for_a_slot (void)
+{
+  struct cs_volume_params vp = { .size = SIZE, .chunk_size = CHUNK,
+                                 .level = 1 };
+  struct cache_params cp = { .cache_size = 16 << 20, .workers = 2,
+                             .upload_delay = 0, .readahead = 8 };
+  static uint8_t out_a[CHUNK], out_b[2 * CHUNK], out_c[CHUNK];
+  struct reader a = { .off = 40 * CHUNK, .len = CHUNK, .out = out_a };
+  struct reader b = { .off = 10 * CHUNK, .len = 2 * CHUNK, .out = out_b };
+  struct reader c = { .off = 11 * CHUNK, .len = CHUNK, .out = out_c };
+  char key[32];
+  int i;
+
+  CHECK_EQ (objstore_dir_open (dir, true, &inner), 0);
+  CHECK_EQ (objstore_fault_wrap (inner, &os), 0);
+  CHECK_EQ (cs_volume_open (os, &vp, &vol), 0);
+  CHECK_EQ (cs_map_load (vol), 0);
+  CHECK_EQ (cache_open (vol, &cp, &cache), 0);   /* 2 workers: 1 slot */
+  cs_chunk_key (40, key, sizeof key);
+  objstore_fault_set (os, FAULT_OP_GET, FAULT_STALL, 0, 0, 1);
+  objstore_fault_only_key (os, key);
+  pthread_create (&a.t, NULL, reader_thread, &a);  /* holds the slot */
+  wait_stalled (1);
+  /* Chunk 11 is queued for a worker; b waits for the slot for 10. */
+  pthread_create (&b.t, NULL, reader_thread, &b);
+  for (i = 0; i < 5000 && !cache_has_chunk (cache, 11); ++i)
+    usleep (1000);
+  CHECK (cache_has_chunk (cache, 11));
+  pthread_create (&c.t, NULL, reader_thread, &c);
+  usleep (100 * 1000);                  /* c reaches chunk 11 */
+  CHECK_EQ (cache_start (cache), 0);
+  for (i = 0; i < 5000 && !__atomic_load_n (&c.done, __ATOMIC_ACQUIRE); ++i)
+    usleep (1000);
+  CHECK (__atomic_load_n (&c.done, __ATOMIC_ACQUIRE));
+  CHECK_EQ (objstore_fault_stalled (os), 1);    /* a's fetch still hangs */
+  objstore_fault_release (os);
+  pthread_join (a.t, NULL);
+  pthread_join (b.t, NULL);
+  pthread_join (c.t, NULL);
+  CHECK_EQ (a.r, 0);
+  CHECK_EQ (b.r, 0);
+  CHECK_EQ (c.r, 0);
+  CHECK (memcmp (out_a, shadow + 40 * CHUNK, CHUNK) == 0);
+  CHECK (memcmp (out_b, shadow + 10 * CHUNK, 2 * CHUNK) == 0);
+  CHECK (memcmp (out_c, shadow + 11 * CHUNK, CHUNK) == 0);
+  CHECK_EQ (stop (), 0);
 }
 
 /* A partial zero of a never-stored chunk, then a zero of everything (what
@@ -1069,6 +1153,7 @@ main (void)
   test_ra_dropped_stream_cancels ();
   test_ra_holes_and_end ();
   test_ra_pressure_keeps_dirty ();
+  test_queued_fetch_not_held_for_a_slot ();
   test_corrupt_reads ();
   test_failed_readahead ();
   test_failed_state ();
