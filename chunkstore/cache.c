@@ -16,7 +16,9 @@
  *              list, pinned by the queue) for a worker: read-ahead, and the
  *              other chunks of a read that spans several.  A reader that
  *              needs a queued chunk takes it off the queue and fetches it
- *              itself rather than wait behind uploads.
+ *              itself rather than wait behind uploads, unless every read
+ *              slot is busy: then it leaves it queued and waits until a
+ *              worker takes it or a slot comes free.
  *   CLEAN      valid, version == persisted, !uploading.  On the LRU list;
  *              the only state that may be evicted (and only with pins 0).
  *   DIRTY      valid, version > persisted, !uploading.  On the dirty list,
