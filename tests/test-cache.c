@@ -671,6 +671,48 @@ test_queued_fetch_not_held_for_a_slot (void)
   CHECK_EQ (stop (), 0);
 }
 
+/* Queued read-ahead does not go before uploads that are due: with one
+ * worker, a due upload goes first even though a fetch was queued earlier,
+ * so a flush returns while that fetch then hangs.  The worker starts late
+ * so that both are waiting for it at once.
+ */
+static void
+test_readahead_does_not_starve_uploads (void)
+{
+  struct cs_volume_params vp = { .size = SIZE, .chunk_size = CHUNK,
+                                 .level = 1 };
+  struct cache_params cp = { .cache_size = 16 << 20, .workers = 1,
+                             .upload_delay = 0, .readahead = 8 };
+  struct flusher f = { 0 };
+  char key[32];
+  int i;
+
+  CHECK_EQ (objstore_dir_open (dir, true, &inner), 0);
+  CHECK_EQ (objstore_fault_wrap (inner, &os), 0);
+  CHECK_EQ (cs_volume_open (os, &vp, &vol), 0);
+  CHECK_EQ (cs_map_load (vol), 0);
+  CHECK_EQ (cache_open (vol, &cp, &cache), 0);
+  cs_chunk_key (2, key, sizeof key);
+  objstore_fault_set (os, FAULT_OP_GET, FAULT_STALL, 0, 0, 1);
+  objstore_fault_only_key (os, key);
+  read_chunk (0);                       /* through the read slot */
+  read_chunk (1);                       /* queues 2 and 3 */
+  CHECK (cache_has_chunk (cache, 2));
+  write_shadow (20 * CHUNK, CHUNK, false);      /* due at once */
+  pthread_create (&f.t, NULL, flush_thread, &f);
+  CHECK_EQ (cache_start (cache), 0);
+  for (i = 0; i < 5000 && !__atomic_load_n (&f.done, __ATOMIC_ACQUIRE); ++i)
+    usleep (1000);
+  CHECK (__atomic_load_n (&f.done, __ATOMIC_ACQUIRE));
+  objstore_fault_release (os);
+  pthread_join (f.t, NULL);
+  CHECK_EQ (f.r, 0);
+  read_chunk (2);
+  read_chunk (3);
+  CHECK_EQ (stop (), 0);
+  verify_store ("read-ahead and uploads");
+}
+
 /* A partial zero of a never-stored chunk, then a zero of everything (what
  * mkfs's discard does), with uploads delayed so both meet in the cache.
  */
@@ -1154,6 +1196,7 @@ main (void)
   test_ra_holes_and_end ();
   test_ra_pressure_keeps_dirty ();
   test_queued_fetch_not_held_for_a_slot ();
+  test_readahead_does_not_starve_uploads ();
   test_corrupt_reads ();
   test_failed_readahead ();
   test_failed_state ();
