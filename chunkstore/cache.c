@@ -16,7 +16,9 @@
  *              list, pinned by the queue) for a worker: read-ahead, and the
  *              other chunks of a read that spans several.  A reader that
  *              needs a queued chunk takes it off the queue and fetches it
- *              itself rather than wait behind uploads.
+ *              itself rather than wait behind uploads, unless every read
+ *              slot is busy: then it leaves it queued and waits until a
+ *              worker takes it or a slot comes free.
  *   CLEAN      valid, version == persisted, !uploading.  On the LRU list;
  *              the only state that may be evicted (and only with pins 0).
  *   DIRTY      valid, version > persisted, !uploading.  On the dirty list,
@@ -59,6 +61,24 @@
  * the chunk into its slot's own buffer and copies out, creating no entry:
  * reads never wait behind uploads and keep working while writes fail.
  *
+ * Read-ahead.  A small table (c->streams) follows up to RA_STREAMS
+ * sequential readers independently, like the kernel's per-file state: each
+ * stream has the furthest chunk it read (pos), how far its fetches are
+ * queued (until) and a window.  A read continues the stream whose range
+ * it falls in (see ra_find); otherwise it starts a new stream in place of
+ * the least recently read one, whose queued fetches that no worker has
+ * started are cancelled.  A stream becomes sequential when a read moves it
+ * on to a later chunk: its window starts at RA_INIT chunks and grows by
+ * every chunk it moves, so it doubles with each window consumed, up to
+ * ra_cap (readahead=, two per worker, half the chunk memory shared among
+ * sequential streams); it halves when no buffer could be had.  Random
+ * reads never continue a stream, so they push the sequential ones out of
+ * the table and get no read-ahead.  Read-ahead queues fetches for chunks
+ * inside the volume that the map says are stored, with buffers from the
+ * pool or from evicting CLEAN entries, never by waiting (queue_fetch).
+ * Queued fetches go first in a worker, but while uploads are due at most
+ * half of the workers fetch.
+ *
  * Failed state (rule 6).  cache_fail makes every later write, zero and
  * flush fail and stops workers from starting uploads; reads still work.
  * An upload refused or aborted by the lock's write fence (-ENOLCK) enters
@@ -98,6 +118,21 @@
 
 /* cache_close retries the final flush this many times. */
 #define CLOSE_FLUSH_TRIES 3
+
+/* Read-ahead streams tracked at once (see "Read-ahead" above). */
+#define RA_STREAMS 16
+
+/* The window of a stream just found sequential, in chunks. */
+#define RA_INIT 4
+
+struct ra_stream {
+  uint64_t pos;                 /* the furthest chunk the stream read */
+  uint64_t until;               /* fetches queued up to here, >= pos */
+  unsigned window;              /* chunks kept queued beyond pos; 0: not
+                                   (yet) sequential */
+  uint64_t age;                 /* c->ra_clock when last read */
+  bool live;
+};
 
 struct entry {
   uint64_t idx;
@@ -143,9 +178,9 @@ struct cache {
   struct entry **table;
   size_t buckets, nentries;
   struct entry_list lru_list, dirty_list, fetch_list;
-  uint64_t last_read_idx;       /* read-ahead: the last chunk read */
-  bool have_last_read;          /* ... once there was one */
-  uint64_t ra_until;            /* read-ahead: queued up to this chunk */
+  struct ra_stream streams[RA_STREAMS];
+  uint64_t ra_clock;            /* bumped on every read: stream LRU age */
+  unsigned fetching;            /* workers running a queued fetch now */
   uint64_t mem, limit, dirty_bytes;
   uint8_t *pool;                /* free chunk buffers, linked through
                                    their first bytes */
@@ -204,6 +239,8 @@ slot_put (struct cache *c, struct read_slot *s)
 
 /* --------------------------------------------------------------- checks */
 
+static struct entry *lookup (struct cache *c, uint64_t idx);
+
 #ifdef CACHE_DEBUG_CHECKS
 static void
 check_invariants (struct cache *c)
@@ -229,6 +266,20 @@ check_invariants (struct cache *c)
   assert (n == c->nentries);
   assert (mem <= c->mem);       /* c->mem also counts buffers being loaded */
   assert (dirty == c->dirty_bytes);
+  TAILQ_FOREACH (e, &c->fetch_list, fetch) {
+    assert (e->fetch_queued && e->loading && !e->valid && e->loadbuf);
+    assert (e->pins > 0 && !e->on_dirty && lookup (c, e->idx) == e);
+  }
+  assert (c->fetching <= c->nworkers);
+  for (i = 0; i < RA_STREAMS; ++i) {
+    const struct ra_stream *s = &c->streams[i];
+    if (!s->live)
+      continue;
+    assert (s->pos < cs_volume_nchunks (c->v));
+    assert (s->until < cs_volume_nchunks (c->v));
+    assert (s->until >= s->pos);
+    assert (s->window <= c->p.readahead);
+  }
 }
 #define CHECK(c) check_invariants (c)
 #else
@@ -588,32 +639,37 @@ begin_load (struct entry *e, uint8_t *buf)
   e->loadbuf = buf;
 }
 
-/* Queue a fetch of chunk idx for a worker, if it is stored, not cached,
- * and a buffer is free without waiting (read-ahead never blocks readers
- * or evicts dirty data).
+/* What queue_fetch did. */
+enum queued { Q_QUEUED, Q_SKIPPED, Q_NOBUF };
+
+/* Queue a fetch of chunk idx for a worker, if it is inside the volume,
+ * stored (a hole costs no GET), not cached and not being fetched.  The
+ * buffer comes from the pool or from evicting a CLEAN entry, never by
+ * waiting: read-ahead never blocks a reader or a writer and never evicts
+ * dirty or in-flight data.  Q_NOBUF when no buffer could be had.
  */
-static void
+static enum queued
 queue_fetch (struct cache *c, uint64_t idx)
 {
   struct entry *e;
   uint8_t *buf;
 
   if (idx >= cs_volume_nchunks (c->v) || !cs_map_test (c->v, idx))
-    return;
+    return Q_SKIPPED;
   e = lookup (c, idx);
   if (e && (e->valid || e->loading))
-    return;
+    return Q_SKIPPED;
   buf = take_buffer (c);
   if (buf == NULL && (e = evictable (c)) != NULL) {
     entry_free (c, e);
     buf = take_buffer (c);
   }
   if (buf == NULL)
-    return;
+    return Q_NOBUF;
   e = lookup (c, idx);
   if (e == NULL && (e = entry_new (c, idx)) == NULL) {
     free_buffer (c, buf);
-    return;
+    return Q_NOBUF;
   }
   begin_load (e, buf);
   e->pins++;                            /* the queue's */
@@ -621,6 +677,7 @@ queue_fetch (struct cache *c, uint64_t idx)
   e->prefetched = true;
   TAILQ_INSERT_TAIL (&c->fetch_list, e, fetch);
   pthread_cond_signal (&c->work);
+  return Q_QUEUED;
 }
 
 /* Take a queued fetch off the queue; the queue's pin becomes the caller's. */
@@ -631,31 +688,189 @@ dequeue_fetch (struct cache *c, struct entry *e)
   e->fetch_queued = false;
 }
 
+/* Forget the queued (not started) read-ahead of chunks from..to: a stream
+ * that was dropped no longer needs them, and their buffers go back.
+ */
+static void
+cancel_fetches (struct cache *c, uint64_t from, uint64_t to)
+{
+  uint64_t i;
+
+  for (i = from; i <= to && i < cs_volume_nchunks (c->v); ++i) {
+    struct entry *e = lookup (c, i);
+
+    if (e == NULL || !e->fetch_queued || !e->prefetched)
+      continue;
+    dequeue_fetch (c, e);
+    e->loading = false;
+    free_buffer (c, e->loadbuf);
+    e->loadbuf = NULL;
+    e->load_err = 0;
+    c->st.ra_cancelled++;
+    pthread_cond_broadcast (&c->cond);  /* a reader may wait for it */
+    unpin (c, e);
+  }
+}
+
+/* The largest window one stream may have now: the user's readahead=, two
+ * chunks per worker (more could not be in flight at once and would only
+ * wait in memory), and half of the cache's chunk memory shared among the
+ * sequential streams, so read-ahead leaves room for writes and for the
+ * chunks being read.
+ */
+static unsigned
+ra_cap (struct cache *c)
+{
+  uint64_t cap = c->p.readahead, mem;
+  unsigned i, seq = 0;
+
+  for (i = 0; i < RA_STREAMS; ++i)
+    seq += c->streams[i].live && c->streams[i].window > 0;
+  if (cap > 2ull * c->nworkers)
+    cap = 2ull * c->nworkers;
+  mem = (c->limit >> c->v->chunk_shift) / 2 / (seq ? seq : 1);
+  if (cap > mem)
+    cap = mem;
+  return cap > 0 || c->p.readahead == 0 ? cap : 1;
+}
+
+/* The stream a read of chunks first..last continues, or NULL.  A stream
+ * that is not yet sequential is continued by a read of its last chunk or
+ * the next one; a sequential one by a read anywhere from window chunks
+ * behind its position (requests of one reader that arrive out of order)
+ * up to one past what is queued (a reader that skips ahead inside the
+ * window).
+ */
+static struct ra_stream *
+ra_find (struct cache *c, uint64_t first)
+{
+  unsigned i;
+
+  for (i = 0; i < RA_STREAMS; ++i) {
+    struct ra_stream *s = &c->streams[i];
+    uint64_t lo, hi;
+
+    if (!s->live)
+      continue;
+    lo = s->pos > s->window ? s->pos - s->window : 0;
+    hi = (s->until > s->pos ? s->until : s->pos) + 1;
+    if (first >= lo && first <= hi)
+      return s;
+  }
+  return NULL;
+}
+
+/* Drop a stream, and the read-ahead it queued that has not started. */
+static void
+ra_drop (struct cache *c, struct ra_stream *s)
+{
+  if (s->until > s->pos)
+    cancel_fetches (c, s->pos + 1, s->until);
+  s->live = false;
+}
+
+/* A new stream at chunk last, in a free slot or the least recently read. */
+static void
+ra_new (struct cache *c, uint64_t last)
+{
+  struct ra_stream *s = NULL;
+  unsigned i;
+
+  for (i = 0; i < RA_STREAMS; ++i) {
+    struct ra_stream *t = &c->streams[i];
+    if (!t->live) {
+      s = t;
+      break;
+    }
+    if (s == NULL || t->age < s->age)
+      s = t;
+  }
+  if (s->live)
+    ra_drop (c, s);
+  s->live = true;
+  s->pos = s->until = last;
+  s->window = 0;
+  s->age = c->ra_clock;
+}
+
+/* Streams that now overlap s (two starts of one reader whose first
+ * requests arrived out of order) become s.
+ */
+static void
+ra_merge (struct cache *c, struct ra_stream *s)
+{
+  uint64_t lo = s->pos > s->window ? s->pos - s->window : 0;
+  uint64_t hi = s->until + 1;
+  unsigned i;
+
+  for (i = 0; i < RA_STREAMS; ++i) {
+    struct ra_stream *t = &c->streams[i];
+
+    if (t == s || !t->live || t->pos < lo || t->pos > hi)
+      continue;
+    if (t->window > s->window)
+      s->window = t->window;
+    if (t->pos > s->pos)
+      s->pos = t->pos;
+    if (t->until > s->until)
+      s->until = t->until;
+    t->live = false;
+  }
+}
+
 /* Before a read of chunks first..last: fetch the others in parallel, and
- * when reads are sequential, the next chunks too.
+ * keep each sequential stream's window of chunks queued ahead of it.
  */
 static void
 prefetch (struct cache *c, uint64_t first, uint64_t last)
 {
-  uint64_t i, from, to;
+  struct ra_stream *s;
+  uint64_t i, to;
+  unsigned cap;
 
   for (i = first + 1; i <= last; ++i)
     queue_fetch (c, i);
   if (c->p.readahead == 0)
     return;
-  if (c->have_last_read &&
-      (first == c->last_read_idx || first == c->last_read_idx + 1)) {
-    from = last + 1 > c->ra_until + 1 ? last + 1 : c->ra_until + 1;
-    to = last + c->p.readahead;
-    for (i = from; i <= to; ++i)
-      queue_fetch (c, i);
-    if (to > c->ra_until)
-      c->ra_until = to;
+  c->ra_clock++;
+  s = ra_find (c, first);
+  if (s == NULL) {
+    ra_new (c, last);
+    return;
   }
+  s->age = c->ra_clock;
+  if (last <= s->pos)
+    return;                     /* behind or at its position: no news */
+  /* The stream moved on: sequential (again), and the window grows by as
+   * much as it moved, so it doubles each time the reader consumes a whole
+   * window, up to the cap.
+   */
+  cap = ra_cap (c);
+  if (s->window == 0)
+    s->window = RA_INIT;
   else
-    c->ra_until = last;
-  c->last_read_idx = last;
-  c->have_last_read = true;
+    s->window += last - s->pos;
+  if (s->window > cap)
+    s->window = cap;
+  s->pos = last;
+  if (s->until < s->pos)
+    s->until = s->pos;
+  ra_merge (c, s);
+  to = s->pos + s->window;
+  if (to >= cs_volume_nchunks (c->v))
+    to = cs_volume_nchunks (c->v) - 1;
+  for (i = s->until + 1; i <= to; ++i) {
+    enum queued q = queue_fetch (c, i);
+
+    if (q == Q_NOBUF) {
+      /* The cache is full of data that cannot be evicted: ask less. */
+      s->window = s->window / 2 > 0 ? s->window / 2 : 1;
+      break;
+    }
+    if (q == Q_QUEUED)
+      c->st.readahead++;
+    s->until = i;
+  }
 }
 
 /* Make chunk idx present and valid in the cache, for a read or a write of
@@ -681,6 +896,18 @@ get_entry (struct cache *c, uint64_t idx, bool for_write, bool need_data,
     return -EIO;
   }
   e = lookup (c, idx);
+  if (e && e->fetch_queued && c->free_slots == NULL) {
+    /* Queued for a worker, and every read slot is busy: taking it off
+     * the queue now would leave it to wait for a slot while a worker
+     * might be free to fetch it.  Wait until a worker takes it or a slot
+     * comes free, whichever is first.
+     */
+    e->pins++;
+    while (e->fetch_queued && c->free_slots == NULL)
+      pthread_cond_wait (&c->cond, &c->lock);
+    unpin (c, e);
+    goto again;
+  }
   if (e && e->fetch_queued) {
     /* Queued for a worker: fetch it now rather than wait in line. */
     dequeue_fetch (c, e);
@@ -1194,19 +1421,29 @@ worker_main (void *arg)
 
   pthread_mutex_lock (&c->lock);
   while (!c->stop || !TAILQ_EMPTY (&c->dirty_list)) {
-    struct entry *e;
+    struct entry *e, *up;
     double t = now (), wake;
     uint64_t version;
     int r;
 
+    /* Queued fetches first (a reader is waiting for them, or soon will),
+     * but while uploads are due at most half of the workers fetch, so
+     * read-ahead never starves uploads: writers waiting for memory and
+     * flushes depend on them.
+     */
     e = TAILQ_FIRST (&c->fetch_list);
-    if (e) {
+    up = NULL;
+    if (e && c->fetching >= c->nworkers / 2 && !c->failed)
+      up = pick (c, t, &wake);
+    if (e && up == NULL) {
       dequeue_fetch (c, e);
+      c->fetching++;
       do_load (c, e, w->ctx, &w->enc);
+      c->fetching--;
       unpin (c, e);
       continue;
     }
-    e = c->failed ? NULL : pick (c, t, &wake);
+    e = up ? up : c->failed ? NULL : pick (c, t, &wake);
     if (e == NULL) {
       struct timespec ts;
 
@@ -1379,6 +1616,16 @@ cache_failed (struct cache *c)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
   return c->failed;
+}
+
+bool
+cache_has_chunk (struct cache *c, uint64_t idx)
+{
+  struct entry *e;
+
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
+  e = lookup (c, idx);
+  return e && (e->valid || e->loading);
 }
 
 void

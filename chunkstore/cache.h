@@ -18,7 +18,8 @@ struct cache_params {
   uint64_t cache_size;          /* bytes of chunk data held in memory */
   unsigned workers;             /* upload threads (and parallel fetches) */
   double upload_delay;          /* seconds a partly written chunk waits */
-  unsigned readahead;           /* chunks fetched ahead of sequential reads */
+  unsigned readahead;           /* most chunks fetched ahead of one
+                                   sequential stream (0: none) */
 };
 
 struct cache_stats {
@@ -26,6 +27,9 @@ struct cache_stats {
   uint64_t bytes_read, bytes_written;           /* client bytes */
   uint64_t hits, misses, zero_reads;            /* chunk lookups on read */
   uint64_t loads, uploads, deletes;             /* chunk transfers done */
+  uint64_t readahead;                           /* fetches queued ahead of
+                                                   sequential streams */
+  uint64_t ra_cancelled;                        /* ... dropped unstarted */
   uint64_t upload_failures;
   uint64_t bytes_plain_up;                      /* before compression */
   uint64_t dirty_bytes, mem_bytes;              /* now */
@@ -80,6 +84,11 @@ extern bool cache_allocated (struct cache *c, uint64_t offset, uint64_t count,
  */
 extern void cache_fail (struct cache *c, const char *reason);
 extern bool cache_failed (struct cache *c);
+
+/* Is chunk idx in memory, or being (or queued to be) fetched?  For tests
+ * of read-ahead.
+ */
+extern bool cache_has_chunk (struct cache *c, uint64_t idx);
 
 /* Counters, for the status line and the benchmark. */
 extern void cache_get_stats (struct cache *c, struct cache_stats *out);

@@ -44,7 +44,7 @@
 #define DEFAULT_CACHE_SIZE (256 * 1024 * 1024)
 #define DEFAULT_CONNECTIONS 16
 #define DEFAULT_UPLOAD_DELAY 2.0
-#define DEFAULT_READAHEAD 8
+#define DEFAULT_READAHEAD 64
 #define DEFAULT_STATUS_INTERVAL 300
 #define MAX_CONNECTIONS 256
 
@@ -602,7 +602,8 @@ s3chunk_config_complete (void)
   "cache-size=SIZE       Memory for cached chunks (default 256M).\n" \
   "connections=N         Parallel uploads (default 16).\n" \
   "upload-delay=SECS     Delay before uploading a partly written chunk (2).\n" \
-  "readahead=N           Chunks fetched ahead of sequential reads (8).\n" \
+  "readahead=N           Most chunks fetched ahead of a sequential reader\n" \
+  "                      (64; the window adapts up to it, 0: off).\n" \
   "status-interval=SECS  Log a status line this often, and at exit (300).\n" \
   "encryption=aes-256-gcm|none  Encrypt chunks, at creation (with key=).\n" \
   "key=+FILE|-|-FD       Key of an encrypted volume (never a literal).\n" \
@@ -644,7 +645,8 @@ print_status (const char *when)
   snprintf (line, sizeof line,
             "status (%s): client: %" PRIu64 " reads %.1f MiB, %" PRIu64
             " writes %.1f MiB, %" PRIu64 " zero/trim, %" PRIu64 " flushes; "
-            "cache: %" PRIu64 " hits, %" PRIu64 " misses, %.1f MiB dirty, "
+            "cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64
+            " read ahead (%" PRIu64 " dropped), %.1f MiB dirty, "
             "%.1f MiB held, %.1f s writers waited, %" PRIu64
             " upload failures; store: %" PRIu64 " GET, %" PRIu64 " PUT, %"
             PRIu64 " conditional PUT, %" PRIu64 " DELETE (%" PRIu64
@@ -652,6 +654,7 @@ print_status (const char *when)
             " retries, %" PRIu64 " errors; compression %.2fx%s",
             when, c.reads, mib (c.bytes_read), c.writes,
             mib (c.bytes_written), c.zeroes, c.flushes, c.hits, c.misses,
+            c.readahead, c.ra_cancelled,
             mib (c.dirty_bytes), mib (c.mem_bytes), c.pressure_wait,
             c.upload_failures, o.gets, o.puts, o.put_ifs, o.dels, o.del_keys,
             o.lists, mib (o.bytes_up), mib (o.bytes_down), o.retries,

@@ -399,7 +399,8 @@ struct thread {
   pthread_t t;
   unsigned id;
   uint64_t rng;
-  uint64_t seq;                         /* next offset of a sequential read */
+  uint64_t seq[2];                      /* next offsets of two sequential
+                                           readers, interleaved */
   uint8_t wbuf[MAX_OP], rbuf[MAX_OP];
   uint64_t g[NCHUNKS];
   unsigned reads, read_eio, writes, write_err, flushes, flush_ok;
@@ -657,12 +658,18 @@ do_read (struct thread *th)
   int r;
 
   if (rnd (th, 3) == 0) {
-    /* Sequential: the cache reads ahead. */
-    len = CHUNK / 2 + rnd (th, 2 * CHUNK);
-    if (th->seq < base || th->seq + len > base + REGION)
-      th->seq = base;
-    off = th->seq;
-    th->seq += len;
+    /* Sequential: two readers per region, one from its start and one
+     * from its middle, interleaved with each other and with the random
+     * requests: the cache follows each of them and reads ahead.
+     */
+    unsigned k = rnd (th, 2);
+    uint64_t from = base + k * (REGION / 2);
+
+    len = CHUNK / 4 + rnd (th, 2 * CHUNK);
+    if (th->seq[k] < from || th->seq[k] + len > base + REGION)
+      th->seq[k] = from;
+    off = th->seq[k];
+    th->seq[k] += len;
   }
   else
     pick_range (th, &off, &len);
@@ -826,11 +833,20 @@ controller_thread (void *arg)
                           crnd (ct, 3), n);
       msleep (ms);
       break;
+    case 5:
+      /* Slow GETs: readers and read-ahead fetches wait for each other. */
+      n = 1 + crnd (ct, 4);
+      oplog_chunks (0, NCHUNKS - 1, "ctl: STALL the next %" PRIu32 " get, %ums", n, ms);
+      objstore_fault_set (os, FAULT_OP_GET, FAULT_STALL, 0, crnd (ct, 3), n);
+      msleep (ms);
+      objstore_fault_release (os);
+      break;
     default:
       ct->faults--;
       break;
     }
     objstore_fault_set (os, 0, FAULT_NONE, 0, 0, 0);
+    objstore_fault_release (os);
   }
   objstore_fault_release (os);
   objstore_fault_set (os, 0, FAULT_NONE, 0, 0, 0);
@@ -913,7 +929,7 @@ run_round (uint64_t *rng)
   for (unsigned i = 0; i < NTHREADS; ++i) {
     th[i].id = i;
     th[i].rng = next_rand (rng);
-    th[i].seq = 0;
+    th[i].seq[0] = th[i].seq[1] = 0;
     th[i].reads = th[i].read_eio = th[i].writes = th[i].write_err = 0;
     th[i].flushes = th[i].flush_ok = 0;
     pthread_create (&th[i].t, NULL, client_thread, &th[i]);

@@ -61,6 +61,17 @@ stop (void)
   return r;
 }
 
+/* stop, with the store's request counters once every worker ended. */
+static int
+stop_stats (struct objstore_stats *st)
+{
+  int r = cache_close (cache);
+  objstore_get_stats (inner, st);
+  cs_volume_close (vol);
+  objstore_close (os);
+  return r;
+}
+
 /* A fresh cache over the same store must read exactly the shadow. */
 static void
 verify_store (const char *what)
@@ -349,6 +360,357 @@ test_readahead (void)
   cache_get_stats (cache, &st);
   CHECK (st.hits >= 3);
   CHECK_EQ (stop (), 0);
+}
+
+/* ------------------------------------------------------------ read-ahead
+ * What was queued or fetched ahead is seen through cache_has_chunk and
+ * the read-ahead counters (set synchronously by the read that queues), and
+ * GETs through the directory store's request counters: no timing.
+ */
+
+static void make_absent (uint64_t idx);
+
+/* Give chunks first..first+n-1 new random bytes, in the store. */
+static void
+store_chunks (uint64_t first, uint64_t n)
+{
+  start (16 << 20, 2, 0);
+  write_shadow (first * CHUNK, n * CHUNK, false);
+  CHECK_EQ (stop (), 0);
+}
+
+/* Read len bytes at off of chunk idx and check them against the shadow. */
+static void
+read_piece (uint64_t idx, uint32_t off, uint32_t len)
+{
+  CHECK_EQ (cache_pread (cache, buf, len, idx * CHUNK + off), 0);
+  CHECK (memcmp (buf, shadow + idx * CHUNK + off, len) == 0);
+}
+
+static void
+read_chunk (uint64_t idx)
+{
+  read_piece (idx, 0, CHUNK);
+}
+
+/* Two sequential readers interleaved, with metadata-like small reads
+ * elsewhere in between (what ext4 does, or two files read at once): both
+ * streams get read-ahead.  A single "last chunk read" breaks on this.
+ */
+static void
+test_ra_two_streams (void)
+{
+  struct cache_stats st;
+
+  store_chunks (0, NCHUNKS);
+  readahead = 8;
+  start (16 << 20, 4, 0);               /* cap: 2 per worker = 8 */
+  for (uint64_t i = 0; i < 3; ++i) {
+    read_chunk (i);
+    read_piece (60, 4096 * i, 4096);
+    read_chunk (32 + i);
+    read_piece (50 - 2 * i, 8192, 512);
+  }
+  /* Sequential since their second chunk: window 4, then 5. */
+  CHECK (cache_has_chunk (cache, 2 + 5));
+  CHECK (cache_has_chunk (cache, 34 + 5));
+  cache_get_stats (cache, &st);
+  CHECK_EQ (st.readahead, 2 * 6);       /* 2..7 and 34..39 */
+  CHECK_EQ (stop (), 0);
+  readahead = 4;
+}
+
+/* The window starts small and grows with every chunk the stream moves
+ * on, up to the cap, and never past the end of the volume.
+ */
+static void
+test_ra_window_grows (void)
+{
+  struct objstore_stats s0, s1;
+  struct cache_stats st;
+  uint64_t i;
+
+  readahead = 32;
+  start (16 << 20, 16, 0);              /* cap: readahead = 32 */
+  objstore_get_stats (inner, &s0);
+  read_chunk (0);
+  read_chunk (1);
+  CHECK (cache_has_chunk (cache, 1 + 4));
+  CHECK (!cache_has_chunk (cache, 1 + 5));
+  for (i = 2; i <= 13; ++i)
+    read_chunk (i);
+  /* 4 + 12 chunks moved. */
+  CHECK (cache_has_chunk (cache, 13 + 16));
+  CHECK (!cache_has_chunk (cache, 13 + 17));
+  cache_get_stats (cache, &st);
+  CHECK_EQ (st.readahead, 13 + 16 - 1);
+  for (; i <= 29; ++i)
+    read_chunk (i);
+  /* 4 + 28 = 32: the cap. */
+  CHECK (cache_has_chunk (cache, 29 + 32));
+  CHECK (!cache_has_chunk (cache, 29 + 33));
+  read_chunk (30);
+  CHECK (cache_has_chunk (cache, 30 + 32));
+  CHECK (!cache_has_chunk (cache, 30 + 33));
+  for (; i < NCHUNKS; ++i)
+    read_chunk (i);
+  cache_get_stats (cache, &st);
+  CHECK_EQ (st.readahead, NCHUNKS - 2);
+  CHECK_EQ (stop_stats (&s1), 0);
+  /* Every chunk was fetched once, nothing beyond the end. */
+  CHECK (s1.gets - s0.gets <= NCHUNKS);
+  readahead = 4;
+}
+
+/* Random small reads, some of them twice in one chunk (metadata), after a
+ * sequential stream: the stream is pushed out of the table and nothing
+ * random gets read-ahead.
+ */
+static void
+test_ra_random (void)
+{
+  struct cache_stats st0, st1;
+  uint64_t recent[24] = { 0 };
+  unsigned nrecent = 0;
+
+  readahead = 8;
+  start (16 << 20, 4, 0);
+  for (uint64_t i = 0; i < 6; ++i)
+    read_chunk (i);
+  cache_get_stats (cache, &st0);
+  CHECK (st0.readahead > 0);
+  for (unsigned n = 0; n < 60; ++n) {
+    uint64_t r;
+    bool near;
+
+    /* Far from the stream, and never the chunk right after a recent one
+     * (that would be a sequential read).
+     */
+    do {
+      r = 16 + rnd () % (NCHUNKS - 16);
+      near = false;
+      for (unsigned k = 0; k < nrecent && k < 24; ++k)
+        near |= r == recent[k] + 1;
+    } while (near);
+    recent[nrecent++ % 24] = r;
+    read_piece (r, rnd () % (CHUNK - 4096), 4096);
+    if (n % 2)
+      read_piece (r, rnd () % (CHUNK - 512), 512);
+  }
+  /* The old stream is gone: going on with it starts afresh. */
+  read_chunk (6);
+  cache_get_stats (cache, &st1);
+  CHECK_EQ (st1.readahead, st0.readahead);
+  CHECK_EQ (stop (), 0);
+  readahead = 4;
+}
+
+/* A stream pushed out of the table takes its queued read-ahead with it:
+ * no GET for chunks nobody reads any more, and their buffers come back.
+ */
+static void
+test_ra_dropped_stream_cancels (void)
+{
+  struct cache_stats st;
+  char key[32];
+
+  readahead = 8;
+  start (16 << 20, 1, 0);               /* cap: 2 per worker = 2 */
+  cs_chunk_key (2, key, sizeof key);
+  objstore_fault_set (os, FAULT_OP_GET, FAULT_STALL, 0, 0, 1);
+  objstore_fault_only_key (os, key);
+  read_chunk (0);
+  read_chunk (1);                       /* queues 2 and 3 */
+  wait_stalled (1);                     /* the worker is stuck on 2 */
+  CHECK (cache_has_chunk (cache, 3));
+  for (uint64_t i = 0; i < 20; ++i)
+    read_piece (20 + 2 * i, 100, 100);
+  CHECK (!cache_has_chunk (cache, 3));
+  cache_get_stats (cache, &st);
+  CHECK_EQ (st.ra_cancelled, 1);
+  objstore_fault_release (os);
+  read_chunk (2);
+  read_chunk (3);
+  CHECK_EQ (stop (), 0);
+  readahead = 4;
+}
+
+/* Read-ahead skips chunks the map says are holes (no GET) and goes on
+ * after them, up to the end of the volume and no further.
+ */
+static void
+test_ra_holes_and_end (void)
+{
+  struct objstore_stats s0, s1;
+
+  readahead = 8;
+  start (16 << 20, 4, 0);
+  make_absent (60);
+  make_absent (61);
+  CHECK_EQ (stop (), 0);
+
+  start (16 << 20, 4, 0);
+  objstore_get_stats (inner, &s0);
+  for (uint64_t i = 54; i <= 57; ++i)
+    read_chunk (i);                     /* at 57: window 6, to 63 */
+  CHECK (cache_has_chunk (cache, 59));
+  CHECK (!cache_has_chunk (cache, 60) && !cache_has_chunk (cache, 61));
+  CHECK (cache_has_chunk (cache, 62) && cache_has_chunk (cache, 63));
+  CHECK_EQ (cache_pread (cache, buf, 10 * CHUNK, 54 * CHUNK), 0);
+  CHECK (memcmp (buf, shadow + 54 * CHUNK, 10 * CHUNK) == 0);
+  CHECK_EQ (stop_stats (&s1), 0);
+  CHECK (s1.gets - s0.gets <= 8);       /* 54..59, 62, 63 */
+  readahead = 4;
+}
+
+/* Under memory pressure (a tiny cache full of dirty and in-flight chunks
+ * whose uploads hang) sequential reads still return the right bytes and
+ * read-ahead evicts nothing dirty: every write reaches the store.
+ */
+static void
+test_ra_pressure_keeps_dirty (void)
+{
+  struct cache_stats st0, st1;
+
+  readahead = 8;
+  start (1, 2, 3600);                   /* 6 chunks */
+  objstore_fault_set (os, FAULT_OP_PUT, FAULT_STALL, 0, 0, UINT32_MAX);
+  write_shadow (20 * CHUNK, CHUNK, false);      /* whole: uploads, hangs */
+  write_shadow (21 * CHUNK + 9, 100, false);    /* dirty, waits */
+  write_shadow (22 * CHUNK + 7, 100, false);
+  wait_stalled (1);
+  cache_get_stats (cache, &st0);
+  for (uint64_t i = 0; i < 16; ++i)
+    read_chunk (i);
+  for (uint64_t i = 20; i < 23; ++i)
+    read_chunk (i);
+  cache_get_stats (cache, &st1);
+  CHECK_EQ (st1.dirty_bytes, st0.dirty_bytes);
+  CHECK (st1.mem_bytes <= 6 * CHUNK);
+  objstore_fault_release (os);
+  objstore_fault_set (os, 0, FAULT_NONE, 0, 0, 0);
+  objstore_fault_release (os);
+  CHECK_EQ (cache_flush (cache), 0);
+  CHECK_EQ (stop (), 0);
+  verify_store ("read-ahead under memory pressure");
+  readahead = 4;
+}
+
+/* A reader thread for the test below. */
+struct reader {
+  pthread_t t;
+  uint64_t off;
+  uint32_t len;
+  uint8_t *out;
+  volatile int done;
+  int r;
+};
+
+static void *
+reader_thread (void *arg)
+{
+  struct reader *rd = arg;
+
+  rd->r = cache_pread (cache, rd->out, rd->len, rd->off);
+  __atomic_store_n (&rd->done, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+/* A reader that needs a chunk queued for a worker while every read slot
+ * is busy must not take it off the queue to wait for a slot: a worker
+ * that comes free fetches it, and the reader goes on while the slot's own
+ * fetch still hangs.  Workers start late so that the chunk is still
+ * queued when the reader comes.
+ */
+static void
+test_queued_fetch_not_held_for_a_slot (void)
+{
+  struct cs_volume_params vp = { .size = SIZE, .chunk_size = CHUNK,
+                                 .level = 1 };
+  struct cache_params cp = { .cache_size = 16 << 20, .workers = 2,
+                             .upload_delay = 0, .readahead = 8 };
+  static uint8_t out_a[CHUNK], out_b[2 * CHUNK], out_c[CHUNK];
+  struct reader a = { .off = 40 * CHUNK, .len = CHUNK, .out = out_a };
+  struct reader b = { .off = 10 * CHUNK, .len = 2 * CHUNK, .out = out_b };
+  struct reader c = { .off = 11 * CHUNK, .len = CHUNK, .out = out_c };
+  char key[32];
+  int i;
+
+  CHECK_EQ (objstore_dir_open (dir, true, &inner), 0);
+  CHECK_EQ (objstore_fault_wrap (inner, &os), 0);
+  CHECK_EQ (cs_volume_open (os, &vp, &vol), 0);
+  CHECK_EQ (cs_map_load (vol), 0);
+  CHECK_EQ (cache_open (vol, &cp, &cache), 0);   /* 2 workers: 1 slot */
+  cs_chunk_key (40, key, sizeof key);
+  objstore_fault_set (os, FAULT_OP_GET, FAULT_STALL, 0, 0, 1);
+  objstore_fault_only_key (os, key);
+  pthread_create (&a.t, NULL, reader_thread, &a);  /* holds the slot */
+  wait_stalled (1);
+  /* Chunk 11 is queued for a worker; b waits for the slot for 10. */
+  pthread_create (&b.t, NULL, reader_thread, &b);
+  for (i = 0; i < 5000 && !cache_has_chunk (cache, 11); ++i)
+    usleep (1000);
+  CHECK (cache_has_chunk (cache, 11));
+  pthread_create (&c.t, NULL, reader_thread, &c);
+  usleep (100 * 1000);                  /* c reaches chunk 11 */
+  CHECK_EQ (cache_start (cache), 0);
+  for (i = 0; i < 5000 && !__atomic_load_n (&c.done, __ATOMIC_ACQUIRE); ++i)
+    usleep (1000);
+  CHECK (__atomic_load_n (&c.done, __ATOMIC_ACQUIRE));
+  CHECK_EQ (objstore_fault_stalled (os), 1);    /* a's fetch still hangs */
+  objstore_fault_release (os);
+  pthread_join (a.t, NULL);
+  pthread_join (b.t, NULL);
+  pthread_join (c.t, NULL);
+  CHECK_EQ (a.r, 0);
+  CHECK_EQ (b.r, 0);
+  CHECK_EQ (c.r, 0);
+  CHECK (memcmp (out_a, shadow + 40 * CHUNK, CHUNK) == 0);
+  CHECK (memcmp (out_b, shadow + 10 * CHUNK, 2 * CHUNK) == 0);
+  CHECK (memcmp (out_c, shadow + 11 * CHUNK, CHUNK) == 0);
+  CHECK_EQ (stop (), 0);
+}
+
+/* Queued read-ahead does not go before uploads that are due: with one
+ * worker, a due upload goes first even though a fetch was queued earlier,
+ * so a flush returns while that fetch then hangs.  The worker starts late
+ * so that both are waiting for it at once.
+ */
+static void
+test_readahead_does_not_starve_uploads (void)
+{
+  struct cs_volume_params vp = { .size = SIZE, .chunk_size = CHUNK,
+                                 .level = 1 };
+  struct cache_params cp = { .cache_size = 16 << 20, .workers = 1,
+                             .upload_delay = 0, .readahead = 8 };
+  struct flusher f = { 0 };
+  char key[32];
+  int i;
+
+  CHECK_EQ (objstore_dir_open (dir, true, &inner), 0);
+  CHECK_EQ (objstore_fault_wrap (inner, &os), 0);
+  CHECK_EQ (cs_volume_open (os, &vp, &vol), 0);
+  CHECK_EQ (cs_map_load (vol), 0);
+  CHECK_EQ (cache_open (vol, &cp, &cache), 0);
+  cs_chunk_key (2, key, sizeof key);
+  objstore_fault_set (os, FAULT_OP_GET, FAULT_STALL, 0, 0, 1);
+  objstore_fault_only_key (os, key);
+  read_chunk (0);                       /* through the read slot */
+  read_chunk (1);                       /* queues 2 and 3 */
+  CHECK (cache_has_chunk (cache, 2));
+  write_shadow (20 * CHUNK, CHUNK, false);      /* due at once */
+  pthread_create (&f.t, NULL, flush_thread, &f);
+  CHECK_EQ (cache_start (cache), 0);
+  for (i = 0; i < 5000 && !__atomic_load_n (&f.done, __ATOMIC_ACQUIRE); ++i)
+    usleep (1000);
+  CHECK (__atomic_load_n (&f.done, __ATOMIC_ACQUIRE));
+  objstore_fault_release (os);
+  pthread_join (f.t, NULL);
+  CHECK_EQ (f.r, 0);
+  read_chunk (2);
+  read_chunk (3);
+  CHECK_EQ (stop (), 0);
+  verify_store ("read-ahead and uploads");
 }
 
 /* A partial zero of a never-stored chunk, then a zero of everything (what
@@ -827,6 +1189,14 @@ main (void)
   test_zero_deletes ();
   test_zero_twice ();
   test_readahead ();
+  test_ra_two_streams ();
+  test_ra_window_grows ();
+  test_ra_random ();
+  test_ra_dropped_stream_cancels ();
+  test_ra_holes_and_end ();
+  test_ra_pressure_keeps_dirty ();
+  test_queued_fetch_not_held_for_a_slot ();
+  test_readahead_does_not_starve_uploads ();
   test_corrupt_reads ();
   test_failed_readahead ();
   test_failed_state ();
