@@ -27,17 +27,6 @@ printable (const char *s, size_t max)
   return true;
 }
 
-static bool
-hex32 (const char *s)
-{
-  if (strlen (s) != 32)
-    return false;
-  for (; *s; ++s)
-    if (!(('0' <= *s && *s <= '9') || ('a' <= *s && *s <= 'f')))
-      return false;
-  return true;
-}
-
 int
 growreq_format (const struct growreq *r, char *buf, size_t len)
 {
@@ -138,7 +127,7 @@ req_field (void *obj, const char *k, const char *v, unsigned *seen)
 
   if (strcmp (k, "request-id") == 0) {
     ONCE (1);
-    if (!hex32 (v))
+    if (!params_is_hex (v, 32))
       return -1;
     memcpy (r->id, v, 33);
   }
@@ -188,7 +177,7 @@ ans_field (void *obj, const char *k, const char *v, unsigned *seen)
 
   if (strcmp (k, "request-id") == 0) {
     ONCE (1);
-    if (!hex32 (v))
+    if (!params_is_hex (v, 32))
       return -1;
     memcpy (a->id, v, 33);
   }

@@ -164,17 +164,6 @@ safe_string (const char *s, size_t max)
   return true;
 }
 
-static bool
-hex_string (const char *s, size_t len)
-{
-  if (strlen (s) != len)
-    return false;
-  for (; *s; ++s)
-    if (!(('0' <= *s && *s <= '9') || ('a' <= *s && *s <= 'f')))
-      return false;
-  return true;
-}
-
 int
 lock_format (const struct lock_holder *h, char *buf, size_t len)
 {
@@ -249,7 +238,7 @@ lock_parse (const void *data, size_t len, struct lock_holder *h)
     }
     if (strcmp (k, "owner") == 0) {
       bit = F_OWNER;
-      if (!hex_string (val, 32))
+      if (!params_is_hex (val, 32))
         BADLOCK ("read %s: bad owner", LOCK_KEY);
       memcpy (h->owner, val, 33);
     }

@@ -129,3 +129,14 @@ params_format_size (uint64_t bytes, char *buf, size_t len)
     snprintf (buf, len, "%" PRIu64 " %s", v, units[i]);
   return buf;
 }
+
+bool
+params_is_hex (const char *s, size_t len)
+{
+  if (strlen (s) != len)
+    return false;
+  for (; *s; ++s)
+    if (!(('0' <= *s && *s <= '9') || ('a' <= *s && *s <= 'f')))
+      return false;
+  return true;
+}

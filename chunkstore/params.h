@@ -26,6 +26,9 @@ extern int params_parse_uint (const char *s, uint64_t min, uint64_t max,
  */
 extern int params_parse_seconds (const char *s, double *out);
 
+/* True if s is exactly len lowercase hexadecimal digits (ids, digests). */
+extern bool params_is_hex (const char *s, size_t len);
+
 /* Format bytes as "1 GiB", "512 KiB", "1234 bytes" (exact units only when
  * exact, else one decimal).  Returns buf.
  */

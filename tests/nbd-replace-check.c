@@ -4,7 +4,7 @@
  * sockets (libnbd would hide it).
  *
  *   nbd-replace-check --unix SOCK | --tcp HOST PORT --ready FILE --go FILE
- *                     [--expect-no-limbo]
+ *                     [--expect-no-limbo] [--quiesce]
  *
  * Connection A is opened (export ""), the --ready file is written, and
  * the check waits for the --go file: meanwhile the test grows the volume,
@@ -24,6 +24,13 @@
  *     nbdkit thread in the instant another read the end of input is
  *     answered ESHUTDOWN; over TCP, writes not read yet are never
  *     answered: see BUGS in s3chunk-nbd-resize.pod.)
+ *
+ * With --quiesce the writer stops after TRIGGER_AT writes and waits for
+ * every answer before the replace connection is opened, as a client does
+ * whose filesystem s3chunk-nbd-resize froze: the supported way.  Without
+ * it nbdkit 1.32 itself may abort (its raw_send_socket assertion when a
+ * client hangs up with replies still to send, fixed upstream after 1.32:
+ * "server: Don't assert on send if client hangs up early").
  *
  * Prints what happened (counts, times); exit 0 good, 1 a check failed,
  * 2 usage or a setup failure.
@@ -221,7 +228,7 @@ reader (void *arg)
 int
 main (int argc, char **argv)
 {
-  bool expect_no_limbo = false;
+  bool expect_no_limbo = false, quiesce = false;
   pthread_t tt;
   const char *ready = NULL, *go = NULL;
   uint64_t ok = 0, err = 0, limbo = 0, bad = 0, i, slots;
@@ -243,9 +250,11 @@ main (int argc, char **argv)
       go = argv[++k];
     else if (strcmp (argv[k], "--expect-no-limbo") == 0)
       expect_no_limbo = true;
+    else if (strcmp (argv[k], "--quiesce") == 0)
+      quiesce = true;
     else {
       fprintf (stderr, "usage: nbd-replace-check --unix SOCK | --tcp HOST "
-               "PORT --ready FILE --go FILE [--expect-no-limbo]\n");
+               "PORT --ready FILE --go FILE [--expect-no-limbo] [--quiesce]\n");
       return 2;
     }
   }
@@ -266,8 +275,32 @@ main (int argc, char **argv)
   }
   slots = size / BS < MAXW ? size / BS : MAXW;
   pthread_create (&rt, NULL, reader, &a);
+  if (quiesce) {
+    uint64_t j;
+
+    for (i = 0; i < TRIGGER_AT && i < slots; ++i) {
+      fill (buf, i);
+      if (send_req (a, 1, i, i * BS, buf) < 0) {
+        perror ("nbd-replace-check: send before the replace");
+        return 1;
+      }
+      __atomic_store_n (&sent, sent + 1, __ATOMIC_RELEASE);
+    }
+    for (k = 0; k < 1000; ++k) {
+      for (j = 0; j < sent && __atomic_load_n (&replied[j], __ATOMIC_ACQUIRE); ++j)
+        ;
+      if (j == sent)
+        break;
+      usleep (10 * 1000);
+    }
+    if (k == 1000) {
+      fprintf (stderr, "nbd-replace-check: writes unanswered after 10 s\n");
+      return 1;
+    }
+    slots = 0;                  /* the writer below sends nothing more */
+  }
   pthread_create (&tt, NULL, trigger, NULL);
-  for (i = 0; i < slots && !a_ended; ++i) {
+  for (i = sent; i < slots && !a_ended; ++i) {
     fill (buf, i);
     if (send_req (a, 1, i, i * BS, buf) < 0) {
       send_errno = errno;

@@ -201,6 +201,25 @@ vm_ok ()
     fi
 }
 
+# _vm_add_ports KEY N SOCK: remove KEY's ports, then add N new ones, each a
+# chardev connected by qemu to SOCK (at once) and a virtio-serial port
+# named s3chunk.nbd.M; their names go to the array _vm_names.
+_vm_add_ports ()
+{
+    local key=$1 conns=$2 sock=$3 n i
+    vm_ports_remove "$key"
+    _vm_names=()
+    for (( i = 0; i < conns; ++i )); do
+        n=$(_vm_next port-seq)
+        _vm_qmp '{"execute":"chardev-add","arguments":{"id":"nbdc'$n'","backend":{"type":"socket","data":{"addr":{"type":"unix","data":{"path":"'"$sock"'"}},"server":false}}}}' >/dev/null ||
+            fail "chardev-add for $sock"
+        _vm_qmp '{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","chardev":"nbdc'$n'","name":"s3chunk.nbd.'$n'","id":"nbdp'$n'"}}' >/dev/null ||
+            fail "device_add of port $n"
+        _vm_names+=("s3chunk.nbd.$n")
+        _vm_ports[$key]="${_vm_ports[$key]:-} $n"
+    done
+}
+
 # vm_nbd_attach DEV SOCK [NBD-CLIENT-OPTION...]: attach /dev/DEV in the
 # guest to the nbdkit serving SOCK: one new virtio-serial port per
 # connection (-C N / -connections N), each connected by qemu to SOCK,
@@ -209,24 +228,15 @@ vm_ok ()
 # nbd-client's status (its output is printed).
 vm_nbd_attach ()
 {
-    local dev=$1 sock=$2 conns=1 a prev= names=() n i rc=0
+    local dev=$1 sock=$2 conns=1 a prev= rc=0
     shift 2
     for a in "$@"; do
         if [ "$prev" = -C ] || [ "$prev" = -connections ]; then conns=$a; fi
         prev=$a
     done
-    vm_ports_remove "$dev"
-    for (( i = 0; i < conns; ++i )); do
-        n=$(_vm_next port-seq)
-        _vm_qmp '{"execute":"chardev-add","arguments":{"id":"nbdc'$n'","backend":{"type":"socket","data":{"addr":{"type":"unix","data":{"path":"'"$sock"'"}},"server":false}}}}' >/dev/null ||
-            fail "chardev-add for $sock"
-        _vm_qmp '{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","chardev":"nbdc'$n'","name":"s3chunk.nbd.'$n'","id":"nbdp'$n'"}}' >/dev/null ||
-            fail "device_add of port $n"
-        names+=("s3chunk.nbd.$n")
-        _vm_ports[$dev]="${_vm_ports[$dev]:-} $n"
-    done
+    _vm_add_ports "$dev" "$conns" "$sock"
     echo "$0: nbd-client -unix /run/$dev.sock /dev/$dev $* (ports ${_vm_ports[$dev]# })"
-    vm_run "nbd-wait-free $dev && nbd-bridge /run/$dev.sock ${names[*]} && nbd-client -unix /run/$dev.sock /dev/$dev $*" ||
+    vm_run "nbd-wait-free $dev && nbd-bridge /run/$dev.sock ${_vm_names[*]} && nbd-client -unix /run/$dev.sock /dev/$dev $*" ||
         rc=$?
     return "$rc"
 }
@@ -328,16 +338,7 @@ VM_META='find . | sort | while read -r f; do stat -c "%F %a %h %u:%g %s %Y %n" "
 # qemu connects each port to nbdkit at once.
 vm_nbd_add_ports ()
 {
-    local dev=$1 conns=$2 sock=$3 names=() n i
-    vm_ports_remove "$dev.add"
-    for (( i = 0; i < conns; ++i )); do
-        n=$(_vm_next port-seq)
-        _vm_qmp '{"execute":"chardev-add","arguments":{"id":"nbdc'$n'","backend":{"type":"socket","data":{"addr":{"type":"unix","data":{"path":"'"$sock"'"}},"server":false}}}}' >/dev/null ||
-            fail "chardev-add for $sock"
-        _vm_qmp '{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","chardev":"nbdc'$n'","name":"s3chunk.nbd.'$n'","id":"nbdp'$n'"}}' >/dev/null ||
-            fail "device_add of port $n"
-        names+=("s3chunk.nbd.$n")
-        _vm_ports[$dev.add]="${_vm_ports[$dev.add]:-} $n"
-    done
-    vm_run "nbd-bridge /run/$dev.add.sock ${names[*]}"
+    local dev=$1 conns=$2 sock=$3
+    _vm_add_ports "$dev.add" "$conns" "$sock"
+    vm_run "nbd-bridge /run/$dev.add.sock ${_vm_names[*]}"
 }
