@@ -3,12 +3,16 @@
 
     rename-observer.py OLD NEW COUNT STOP-FILE
 
-Until STOP-FILE exists, lists OLD and NEW over and over and reads one file
-of whichever it finds.  A rename that is atomic shows either OLD with
-COUNT entries and no NEW, or NEW with COUNT entries and no OLD.  Anything
-else is a half-done rename: both there, neither there, or one of them
-with a number of entries other than COUNT (the others already moved, or
-not yet), or a listed file that cannot be read.  Prints one line:
+Until STOP-FILE exists, lists NEW and then OLD, over and over, and reads
+one file of whichever it finds.  Under an atomic rename, once NEW exists
+OLD never exists again, and each holds all COUNT entries whenever it
+exists.  So a sample is a half-done rename when it saw NEW and, after
+that, OLD (both at once, in the store's eyes), or either with a number of
+entries other than COUNT (some already moved, or not yet), or a listed
+file that cannot be read.  (NEW missing and then OLD missing is no
+evidence: the rename may have happened between the two listings; and the
+order matters: OLD then NEW, both full, is what an atomic rename between
+the two listings looks like.)  Prints one line:
 
   samples=N half=M before=B after=A first_half=WHAT
 
@@ -33,8 +37,8 @@ def main():
     samples = half = before = after = 0
     first = "-"
     while not os.path.exists(stop):
-        a = entries(old)
         b = entries(new)
+        a = entries(old)
         samples += 1
         what = None
         if a is not None and b is None and len(a) == count:
@@ -43,6 +47,8 @@ def main():
         elif b is not None and a is None and len(b) == count:
             after += 1
             d, names = new, b
+        elif a is None and b is None:
+            d, names = None, None       # renamed between the listings
         else:
             what = "old:%s+new:%s" % ("-" if a is None else len(a),
                                       "-" if b is None else len(b))
