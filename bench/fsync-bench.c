@@ -1,7 +1,14 @@
 /* bench/fsync-bench: COUNT appends of BYTES each to FILE, each followed by
  * fsync(2); times every fsync with CLOCK_MONOTONIC.
  *
- *   fsync-bench FILE [COUNT [BYTES [LATENCY-FILE]]]     (500, 4096)
+ *   fsync-bench [-r] [-z] [-s SEED] FILE [COUNT [BYTES [LATENCY-FILE]]]
+ *                                                       (500, 4096)
+ *
+ *   -r  overwrite instead of append: each write goes to a random offset,
+ *       a multiple of BYTES, inside FILE as it is (which must exist and
+ *       hold at least BYTES); the file does not grow
+ *   -z  incompressible content (a xorshift generator, SEED) instead of
+ *       log text
  *
  * Prints one line of "key=value" pairs for the benchmark script:
  *   count= seconds= fsyncs_per_s= p50_ms= p90_ms= p99_ms= max_ms= mean_ms=
@@ -10,6 +17,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,11 +49,34 @@ pct (const double *v, size_t n, double p)
   return v[k - 1];
 }
 
+static uint64_t rng = 88172645463325252ULL;
+
+static uint64_t
+next_rand (void)
+{
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return rng;
+}
+
 int
 main (int argc, char **argv)
 {
+  int overwrite = 0, random_data = 0, opt;
+  while ((opt = getopt (argc, argv, "rzs:")) != -1) {
+    switch (opt) {
+    case 'r': overwrite = 1; break;
+    case 'z': random_data = 1; break;
+    case 's': rng ^= strtoull (optarg, NULL, 0) * 0x9E3779B97F4A7C15ULL; break;
+    default: goto usage;
+    }
+  }
+  argc -= optind - 1;
+  argv += optind - 1;
   if (argc < 2 || argc > 5) {
-    fprintf (stderr, "usage: %s FILE [COUNT [BYTES [LATENCY-FILE]]]\n", argv[0]);
+  usage:
+    fprintf (stderr, "usage: fsync-bench [-r] [-z] [-s SEED] FILE [COUNT [BYTES [LATENCY-FILE]]]\n");
     return 2;
   }
   const char *file = argv[1];
@@ -61,10 +92,20 @@ main (int argc, char **argv)
     perror ("malloc");
     return 1;
   }
-  int fd = open (file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int fd = open (file, overwrite ? O_WRONLY | O_CLOEXEC
+                  : O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) {
     fprintf (stderr, "fsync-bench: %s: %s\n", file, strerror (errno));
     return 1;
+  }
+  off_t slots = 0;
+  if (overwrite) {
+    off_t end = lseek (fd, 0, SEEK_END);
+    slots = end < 0 ? 0 : end / (off_t) bytes;
+    if (slots < 1) {
+      fprintf (stderr, "fsync-bench: -r: %s holds less than %zu bytes\n", file, bytes);
+      return 1;
+    }
   }
   double t0 = now ();
   for (size_t i = 0; i < count; ++i) {
@@ -72,8 +113,13 @@ main (int argc, char **argv)
     int n = snprintf (buf, bytes, "append %zu of %zu\n", i + 1, count);
     for (size_t j = n > 0 ? (size_t) n : 0; j < bytes; ++j)
       buf[j] = (j % 64 == 63) ? '\n' : (char) ('a' + (i + j) % 26);
+    if (random_data)
+      for (size_t j = 0; j < bytes; ++j)
+        buf[j] = (char) (next_rand () >> 56);
+    off_t at = overwrite ? (off_t) (next_rand () % (uint64_t) slots) * (off_t) bytes : 0;
     for (size_t off = 0; off < bytes;) {
-      ssize_t w = write (fd, buf + off, bytes - off);
+      ssize_t w = overwrite ? pwrite (fd, buf + off, bytes - off, at + (off_t) off)
+                            : write (fd, buf + off, bytes - off);
       if (w < 0) {
         if (errno == EINTR) continue;
         fprintf (stderr, "fsync-bench: write %s: %s\n", file, strerror (errno));

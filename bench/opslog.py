@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench/opslog.py: count the S3 requests in a RADOS Gateway ops log.
 
-    opslog.py OPS-LOG [BUCKET [T]]
+    opslog.py OPS-LOG [BUCKET [T [SIZES]]]
 
 Prints one line of key=value pairs (requests to BUCKET only, if given):
   put put_data put_meta put_bytes  PUTs (data: chunk or block objects;
@@ -21,7 +21,19 @@ Prints one line of key=value pairs (requests to BUCKET only, if given):
   put_after_bytes                  ended by T, and after T (the gateway
                                    logs when it started a request and how
                                    long it took; it answers after that)
+  copy copy_bytes                  CopyObject and UploadPartCopy requests
+                                   and the bytes the store copied for them
+                                   (server side: no bytes on the wire)
+  multipart                        initiate/complete/abort of multipart
+                                   uploads (also counted in "other")
   n                                all requests
+
+T may be "-" (none).  The ops log does not name a copy's source and logs
+a CopyObject with object_size 0, so its bytes are the destination's size:
+the last size the log shows for that key (a later HEAD or GET), else its
+size in SIZES ("KEY SIZE" lines, e.g. from a bucket listing made after
+the phase).  An UploadPartCopy is a PUT with partNumber, no body and
+object_size the bytes copied.
 
 radosgw writes one JSON object per request ("time" is when it started,
 "total_time" its duration in ms), read by tests/rgwlog.py.
@@ -47,13 +59,24 @@ def parse_time(s):
 
 
 def main():
-    if len(sys.argv) not in (2, 3, 4):
-        sys.exit("usage: opslog.py OPS-LOG [BUCKET [T]]")
     bucket = sys.argv[2] if len(sys.argv) >= 3 else None
-    after = float(sys.argv[3]) if len(sys.argv) == 4 else None
+    if len(sys.argv) not in (2, 3, 4, 5):
+        sys.exit("usage: opslog.py OPS-LOG [BUCKET [T [SIZES]]]")
+    after = float(sys.argv[3]) if len(sys.argv) >= 4 and sys.argv[3] != "-" \
+        else None
+    sizes = {}
+    if len(sys.argv) == 5:
+        with open(sys.argv[4]) as f:
+            for line in f:
+                k, _, v = line.rstrip("\n").rpartition(" ")
+                if k and v.isdigit():
+                    sizes[k] = int(v)
+    seen = {}       # key -> last size the log shows
+    copies = []     # keys of CopyObject requests
     c = dict.fromkeys(("n", "put", "put_data", "put_meta", "put_bytes", "get",
                        "get_404", "get_404_data", "get_bytes", "head", "delete", "list",
-                       "other", "errors", "put_before", "put_after", "put_after_bytes"), 0)
+                       "other", "errors", "put_before", "put_after", "put_after_bytes",
+                       "copy", "copy_bytes", "multipart"), 0)
     data_puts = []  # (end, bytes)
     first = last = last_put = 0.0
     for e in entries(sys.argv[1]):
@@ -74,7 +97,26 @@ def main():
         last = max(last, end)
         path = uri.split(" ")[1] if " " in uri else ""
         key = path.split("?", 1)[0].rsplit("/", 1)[-1]
-        if op == "put_obj" and method == "PUT":
+        objkey = path.split("?", 1)[0].lstrip("/").partition("/")[2]
+        osize = int(e.get("object_size") or 0)
+        part_copy = op == "put_obj" and method == "PUT" and \
+            "partNumber=" in path and not int(e.get("bytes_received") or 0) \
+            and osize > 0
+        if op in ("get_obj", "put_obj") and osize > 0 and not part_copy \
+                and status < 400:
+            seen[objkey] = osize
+        if part_copy:
+            c["copy"] += 1
+            c["copy_bytes"] += osize
+        if op == "copy_obj":
+            c["copy"] += 1
+            copies.append(objkey)
+        elif op in ("init_multipart", "complete_multipart",
+                    "abort_multipart"):
+            c["multipart"] += 1
+        if part_copy or op == "copy_obj":
+            pass
+        elif op == "put_obj" and method == "PUT":
             c["put"] += 1
             c["put_bytes"] += int(e.get("bytes_received") or 0)
             if key in META:
@@ -107,6 +149,8 @@ def main():
             c["other"] += 1
         if status >= 400 and not (status == 404 and op == "get_obj"):
             c["errors"] += 1
+    for k in copies:
+        c["copy_bytes"] += seen.get(k, sizes.get(k, 0))
     p99 = 0.0
     total = sum(b for _, b in data_puts)
     acc = 0
