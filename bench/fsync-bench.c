@@ -24,30 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double
-now (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int
-cmp (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static double
-pct (const double *v, size_t n, double p)
-{
-  size_t k = (size_t) (p / 100.0 * n + 0.999999);
-  if (k < 1) k = 1;
-  if (k > n) k = n;
-  return v[k - 1];
-}
+#include "bench-util.h"
 
 static uint64_t rng = 88172645463325252ULL;
 
