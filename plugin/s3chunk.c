@@ -716,9 +716,10 @@ status_end (void)
 /* ------------------------------------------------------------ online grow
  * "s3chunk grow" on a served volume creates the object grow-request
  * (docs/FORMAT.md, "Online grow"); we look for it after every successful
- * lock renewal (the renewal thread's hook: one GET of a missing object
- * on the lock's own connection, every lease/3), and a thread of ours
- * applies it, so that a slow superblock write never delays a renewal.
+ * lock renewal (the renewal thread's hook wakes a thread of ours, which
+ * GETs the usually missing object on the data connections, every
+ * lease/3, and applies it), so that neither the GET nor a slow
+ * superblock write ever delays a renewal.
  *
  * Applying: refuse a smaller size or a bad geometry (logged, and answered
  * in grow-answer so the tool can print why); grow the volume
@@ -737,8 +738,8 @@ static pthread_t grow_thread;
 static bool grow_running;
 static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t grow_cond = PTHREAD_COND_INITIALIZER;
-static bool grow_stop, grow_pending;
-static struct cs_buf grow_text = CS_BUF_INIT;   /* the pending request */
+static bool grow_stop;
+static bool grow_look;          /* a renewal succeeded: look for a request */
 
 /* What .get_size tells new connections: the volume's size once the whole
  * grow (including recording the old connections) is done.
@@ -747,39 +748,40 @@ static uint64_t served_size;
 
 static void record_client_sockets (void);
 
-/* The lock's renewal thread, after a successful renewal. */
+/* The lock's renewal thread, after a successful renewal: only wake the
+ * grow thread, which reads the request itself.  A GET here would delay
+ * the next renewal by as long as it took (a store that stops answering
+ * holds a request for its whole retry budget), and a GET on the lock's
+ * single connection would make the renewal wait for it too.
+ */
 static void
 grow_renewed (void *opaque)
 {
-  struct cs_buf b = CS_BUF_INIT;
-  bool busy;
-  int r;
-
   pthread_mutex_lock (&grow_lock);
-  busy = grow_pending || grow_stop;
+  grow_look = true;
+  pthread_cond_signal (&grow_cond);
   pthread_mutex_unlock (&grow_lock);
-  if (busy)
-    return;
-  r = objstore_get (lock_store, GROWREQ_KEY, GROWREQ_MAX_SIZE, &b, NULL);
+}
+
+/* Read grow-request: 1 with the request in *b (an empty b for an object
+ * too large to be one: refused as malformed), 0 if there is none or it
+ * could not be read (looked for again at the next renewal).
+ */
+static int
+grow_read (struct cs_buf *b)
+{
+  int r = objstore_get (store, GROWREQ_KEY, GROWREQ_MAX_SIZE, b, NULL);
+
   if (r == -EFBIG) {
-    b.len = 0;                  /* not a request: refused as malformed */
-    r = 0;
+    b->len = 0;
+    return 1;
   }
-  if (r == 0) {
-    pthread_mutex_lock (&grow_lock);
-    if (!grow_stop) {
-      struct cs_buf t = grow_text;
-      grow_text = b;
-      b = t;
-      grow_pending = true;
-      pthread_cond_signal (&grow_cond);
-    }
-    pthread_mutex_unlock (&grow_lock);
-  }
-  else if (r != -ENOENT)
+  if (r == 0)
+    return 1;
+  if (r != -ENOENT)
     nbdkit_debug ("grow: reading %s failed: %s: will look again at the "
                   "next renewal", GROWREQ_KEY, strerror (-r));
-  cs_buf_free (&b);
+  return 0;
 }
 
 /* Write the answer, then delete the request.  Failures leave the request
@@ -885,16 +887,16 @@ grow_main (void *arg)
 
   pthread_mutex_lock (&grow_lock);
   while (!grow_stop) {
-    if (!grow_pending) {
+    if (!grow_look) {
       pthread_cond_wait (&grow_cond, &grow_lock);
       continue;
     }
-    t.len = 0;
-    cs_buf_append (&t, grow_text.data, grow_text.len);
+    grow_look = false;
     pthread_mutex_unlock (&grow_lock);
-    grow_apply (&t);
+    t.len = 0;
+    if (grow_read (&t))
+      grow_apply (&t);
     pthread_mutex_lock (&grow_lock);
-    grow_pending = false;
   }
   pthread_mutex_unlock (&grow_lock);
   cs_buf_free (&t);
@@ -935,7 +937,6 @@ grow_end (void)
     pthread_join (grow_thread, NULL);
     grow_running = false;
   }
-  cs_buf_free (&grow_text);
 }
 
 /* ----------------------------------------------- replacing old connections
