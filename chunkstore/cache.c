@@ -902,10 +902,16 @@ get_entry (struct cache *c, uint64_t idx, bool for_write, bool need_data,
      * might be free to fetch it.  Wait until a worker takes it or a slot
      * comes free, whichever is first.
      */
+    double t0 = for_write ? 0 : now ();
+
     e->pins++;
     while (e->fetch_queued && c->free_slots == NULL)
       pthread_cond_wait (&c->cond, &c->lock);
     unpin (c, e);
+    if (!for_write) {
+      c->st.read_waits++;
+      c->st.read_wait += now () - t0;
+    }
     goto again;
   }
   if (e && e->fetch_queued) {
@@ -923,9 +929,15 @@ get_entry (struct cache *c, uint64_t idx, bool for_write, bool need_data,
   }
   if (e && e->loading) {
     bool prefetched = e->prefetched;
+    double t0 = for_write ? 0 : now ();
+
     e->pins++;
     while (e->loading)
       pthread_cond_wait (&c->cond, &c->lock);
+    if (!for_write) {
+      c->st.read_waits++;
+      c->st.read_wait += now () - t0;
+    }
     /* A failed read-ahead was nobody's request: fetch it again ourselves
      * and report only what our own request gets.
      */

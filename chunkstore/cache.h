@@ -35,6 +35,9 @@ struct cache_stats {
   uint64_t dirty_bytes, mem_bytes;              /* now */
   uint64_t uploading;                           /* uploads in flight now */
   double pressure_wait;                         /* seconds writers waited */
+  uint64_t read_waits;                          /* reads that waited for a
+                                                   fetch in flight */
+  double read_wait;                             /* ... seconds, all told */
 };
 
 struct cache;

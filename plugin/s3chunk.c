@@ -648,6 +648,7 @@ print_status (const char *when)
             "cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64
             " read ahead (%" PRIu64 " dropped), %.1f MiB dirty, "
             "%.1f MiB held, %.1f s writers waited, %" PRIu64
+            " reads waited for a fetch (%.1f s), %" PRIu64
             " upload failures; store: %" PRIu64 " GET, %" PRIu64 " PUT, %"
             PRIu64 " conditional PUT, %" PRIu64 " DELETE (%" PRIu64
             " keys), %" PRIu64 " LIST, %.1f MiB up, %.1f MiB down, %" PRIu64
@@ -656,7 +657,7 @@ print_status (const char *when)
             mib (c.bytes_written), c.zeroes, c.flushes, c.hits, c.misses,
             c.readahead, c.ra_cancelled,
             mib (c.dirty_bytes), mib (c.mem_bytes), c.pressure_wait,
-            c.upload_failures, o.gets, o.puts, o.put_ifs, o.dels, o.del_keys,
+            c.read_waits, c.read_wait, c.upload_failures, o.gets, o.puts, o.put_ifs, o.dels, o.del_keys,
             o.lists, mib (o.bytes_up), mib (o.bytes_down), o.retries,
             o.errors, o.bytes_up ? (double) c.bytes_plain_up / o.bytes_up : 0,
             cache_failed (cache) ? "; FAILED: writes are refused" : "");

@@ -778,12 +778,19 @@ test_failed_readahead (void)
    * which fails; it must fetch again itself instead of failing.
    */
   struct flusher f = { 0 };
+  struct cache_stats st;
+  cache_get_stats (cache, &st);
+  CHECK_EQ (st.read_waits, 0);
   pthread_create (&f.t, NULL, read_chunk2_thread, &f);
   usleep (100 * 1000);
   objstore_fault_release (os);
   pthread_join (f.t, NULL);
   CHECK_EQ (f.r, 0);
   CHECK (memcmp (buf, shadow + 2 * CHUNK, CHUNK) == 0);
+  /* The wait is counted, with its time (the status line reports both). */
+  cache_get_stats (cache, &st);
+  CHECK_EQ (st.read_waits, 1);
+  CHECK (st.read_wait > 0);
   CHECK_EQ (stop (), 0);
 }
 
