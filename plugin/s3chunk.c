@@ -657,9 +657,10 @@ print_status (const char *when)
             mib (c.bytes_written), c.zeroes, c.flushes, c.hits, c.misses,
             c.readahead, c.ra_cancelled,
             mib (c.dirty_bytes), mib (c.mem_bytes), c.pressure_wait,
-            c.read_waits, c.read_wait, c.upload_failures, o.gets, o.puts, o.put_ifs, o.dels, o.del_keys,
-            o.lists, mib (o.bytes_up), mib (o.bytes_down), o.retries,
-            o.errors, o.bytes_up ? (double) c.bytes_plain_up / o.bytes_up : 0,
+            c.read_waits, c.read_wait, c.upload_failures, o.gets, o.puts,
+            o.put_ifs, o.dels, o.del_keys, o.lists, mib (o.bytes_up),
+            mib (o.bytes_down), o.retries, o.errors,
+            o.bytes_up ? (double) c.bytes_plain_up / o.bytes_up : 0,
             cache_failed (cache) ? "; FAILED: writes are refused" : "");
   /* Which credentials sign (never the secret), and their expiry. */
   if (objstore_s3_credentials (store, creds, sizeof creds) == 0) {
