@@ -904,14 +904,14 @@ get_entry (struct cache *c, uint64_t idx, bool for_write, bool need_data,
      */
     double t0 = for_write ? 0 : now ();
 
+    if (!for_write)
+      c->st.read_waits++;       /* counted as it begins (tests look) */
     e->pins++;
     while (e->fetch_queued && c->free_slots == NULL)
       pthread_cond_wait (&c->cond, &c->lock);
     unpin (c, e);
-    if (!for_write) {
-      c->st.read_waits++;
+    if (!for_write)
       c->st.read_wait += now () - t0;
-    }
     goto again;
   }
   if (e && e->fetch_queued) {
@@ -931,13 +931,13 @@ get_entry (struct cache *c, uint64_t idx, bool for_write, bool need_data,
     bool prefetched = e->prefetched;
     double t0 = for_write ? 0 : now ();
 
+    if (!for_write)
+      c->st.read_waits++;
     e->pins++;
     while (e->loading)
       pthread_cond_wait (&c->cond, &c->lock);
-    if (!for_write) {
-      c->st.read_waits++;
+    if (!for_write)
       c->st.read_wait += now () - t0;
-    }
     /* A failed read-ahead was nobody's request: fetch it again ourselves
      * and report only what our own request gets.
      */

@@ -782,6 +782,16 @@ test_failed_readahead (void)
   cache_get_stats (cache, &st);
   CHECK_EQ (st.read_waits, 0);
   pthread_create (&f.t, NULL, read_chunk2_thread, &f);
+  /* Release only once the reader waits for the stalled fetch (a wait is
+   * counted as it begins): a reader scheduled late on a loaded machine
+   * would otherwise find the fetch already failed and not wait at all.
+   */
+  for (int i = 0; i < 10000; ++i) {
+    cache_get_stats (cache, &st);
+    if (st.read_waits > 0)
+      break;
+    usleep (1000);
+  }
   usleep (100 * 1000);
   objstore_fault_release (os);
   pthread_join (f.t, NULL);
